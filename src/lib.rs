@@ -1,0 +1,14 @@
+//! ProxyHA: VRRP failover and kernel-level load sharing for a group of web proxies.
+//!
+//! Layering (see ARCHITECTURE.md): `wire` (codecs, no I/O) → `vrrp` (sans-IO protocol
+//! core) → `daemon` (the tokio shell; the only place that touches sockets, netlink,
+//! files and clocks). `config`, `status` and `logging` are shared plain-data modules.
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod daemon;
+pub mod lab;
+pub mod logging;
+pub mod status;
+pub mod vrrp;
+pub mod wire;
