@@ -1,0 +1,320 @@
+//! VRRP daemons in lab namespaces: `proxyha run` and keepalived 2.2.7, started, crashed,
+//! stopped and queried the same way so tests and benchmarks compare like with like.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::{Host, Lab, extra_pids, run};
+
+/// Which implementation plays a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Proxyha,
+    Keepalived,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Proxyha => "proxyha",
+            Kind::Keepalived => "keepalived",
+        }
+    }
+}
+
+/// VRRP settings of one node (both implementations).
+#[derive(Debug, Clone)]
+pub struct VrrpOpts {
+    pub priority: u8,
+    pub advert_interval_ms: u32,
+    pub preempt: bool,
+    pub vrrp_version: u8,
+    pub vrid: u8,
+}
+
+/// Kept for readability at call sites: both daemons take the same options.
+pub type ProxyhaOpts = VrrpOpts;
+pub type KeepalivedOpts = VrrpOpts;
+
+impl VrrpOpts {
+    pub fn new(priority: u8, advert_interval_ms: u32) -> VrrpOpts {
+        VrrpOpts {
+            priority,
+            advert_interval_ms,
+            preempt: true,
+            vrrp_version: 3,
+            vrid: 51,
+        }
+    }
+
+    pub fn preempt(mut self, preempt: bool) -> VrrpOpts {
+        self.preempt = preempt;
+        self
+    }
+
+    pub fn version(mut self, v: u8) -> VrrpOpts {
+        self.vrrp_version = v;
+        self
+    }
+
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(u64::from(self.advert_interval_ms))
+    }
+
+    /// RFC 9568 §6.1: Skew_Time = ((256 − Priority) × Master_Adver_Interval) / 256.
+    pub fn skew_time(&self) -> Duration {
+        self.interval() * (256 - u32::from(self.priority)) / 256
+    }
+
+    /// RFC 9568 §6.1: Master_Down_Interval = 3 × Master_Adver_Interval + Skew_Time.
+    pub fn master_down_interval(&self) -> Duration {
+        self.interval() * 3 + self.skew_time()
+    }
+}
+
+/// A running daemon.
+#[derive(Clone)]
+pub struct Daemon {
+    pub kind: Kind,
+    pub host: Host,
+    pub pid: u32,
+    pub opts: VrrpOpts,
+    pub conf: PathBuf,
+    /// `[log] target` of proxyha; keepalived's console output for keepalived.
+    pub log: PathBuf,
+    /// proxyha's control socket.
+    pub control: Option<PathBuf>,
+    pidfiles: Vec<PathBuf>,
+}
+
+/// `proxyha status --json`, with accessors for the fields the tests read.
+#[derive(Debug, Clone)]
+pub struct Status(pub serde_json::Value);
+
+impl Status {
+    pub fn state(&self) -> &str {
+        self.0["state"].as_str().unwrap_or("?")
+    }
+
+    pub fn master(&self) -> Option<Ipv4Addr> {
+        self.0["master"].as_str().and_then(|s| s.parse().ok())
+    }
+
+    pub fn vip_owner(&self) -> bool {
+        self.0["vip_owner"].as_bool().unwrap_or(false)
+    }
+
+    /// A named counter; 0 when absent.
+    pub fn counter(&self, name: &str) -> u64 {
+        self.0["counters"][name].as_u64().unwrap_or(0)
+    }
+}
+
+impl Lab {
+    /// Starts `kind` on `host` with `opts` (config written to the lab directory). A restart
+    /// reuses the same files.
+    pub fn start(&self, kind: Kind, host: &Host, opts: &VrrpOpts) -> io::Result<Daemon> {
+        match kind {
+            Kind::Proxyha => self.start_proxyha(host, opts),
+            Kind::Keepalived => self.start_keepalived(host, opts),
+        }
+    }
+
+    pub fn start_proxyha(&self, host: &Host, opts: &VrrpOpts) -> io::Result<Daemon> {
+        let bin = self.proxyha_bin()?.to_path_buf();
+        let dir = host.lab_dir();
+        let conf = dir.join(format!("{}.toml", host.name));
+        let log = dir.join(format!("{}.log", host.name));
+        let control = dir.join(format!("{}.sock", host.name));
+        let text = format!(
+            r#"[node]
+name = "{name}"
+management_ip = "{addr}"
+
+[ha]
+interface = "eth0"
+virtual_ip = "{vip}"
+virtual_router_id = {vrid}
+priority = {prio}
+advert_interval_ms = {int}
+preempt = {preempt}
+vrrp_version = {ver}
+port_redirects = [9090]
+
+[control]
+socket = "{control}"
+
+[log]
+target = "file:{log}"
+level = "debug"
+"#,
+            name = host.name,
+            addr = host.addr,
+            vip = self.vip(),
+            vrid = opts.vrid,
+            prio = opts.priority,
+            int = opts.advert_interval_ms,
+            preempt = opts.preempt,
+            ver = opts.vrrp_version,
+            control = control.display(),
+            log = log.display(),
+        );
+        write(&conf, &text)?;
+        let out = dir.join(format!("{}.stderr.log", host.name));
+        let conf_s = conf.to_string_lossy().into_owned();
+        let pid = host.spawn(&bin, &["run", "--config", &conf_s], &out)?;
+        Ok(Daemon {
+            kind: Kind::Proxyha,
+            host: host.clone(),
+            pid,
+            opts: opts.clone(),
+            conf,
+            log,
+            control: Some(control),
+            pidfiles: Vec::new(),
+        })
+    }
+
+    pub fn start_keepalived(&self, host: &Host, opts: &VrrpOpts) -> io::Result<Daemon> {
+        let dir = host.lab_dir();
+        let n = &host.name;
+        let conf = dir.join(format!("{n}.keepalived.conf"));
+        let log = dir.join(format!("{n}.keepalived.log"));
+        let pids: Vec<PathBuf> = ["pid", "vrrp.pid", "check.pid", "bfd.pid"]
+            .iter()
+            .map(|s| dir.join(format!("{n}.{s}")))
+            .collect();
+        for p in &pids {
+            let _ = std::fs::remove_file(p);
+        }
+        let interval = if opts.vrrp_version == 3 {
+            format!("{}", f64::from(opts.advert_interval_ms) / 1000.0)
+        } else {
+            format!("{}", opts.advert_interval_ms.div_ceil(1000).max(1))
+        };
+        let text = format!(
+            "global_defs {{\n    vrrp_version {ver}\n}}\n\
+             vrrp_instance VI_{vrid} {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {vrid}\n    \
+             priority {prio}\n    advert_int {interval}\n{nopreempt}    virtual_ipaddress {{\n        {vip}/24 dev eth0\n    }}\n}}\n",
+            ver = opts.vrrp_version,
+            vrid = opts.vrid,
+            prio = opts.priority,
+            nopreempt = if opts.preempt { "" } else { "    nopreempt\n" },
+            vip = self.vip(),
+        );
+        write(&conf, &text)?;
+        let s = |p: &Path| p.to_string_lossy().into_owned();
+        let (conf_s, p0, p1, p2, p3) =
+            (s(&conf), s(&pids[0]), s(&pids[1]), s(&pids[2]), s(&pids[3]));
+        let args = [
+            "-n", "-l", "-D", "-G", "-f", &conf_s, "-p", &p0, "-r", &p1, "-c", &p2, "-b", &p3,
+        ];
+        let pid = host.spawn_tracked(
+            Path::new("keepalived"),
+            &args,
+            &log,
+            pids[1..].to_vec(),
+            conf_s.clone(),
+        )?;
+        Ok(Daemon {
+            kind: Kind::Keepalived,
+            host: host.clone(),
+            pid,
+            opts: opts.clone(),
+            conf,
+            log,
+            control: None,
+            pidfiles: pids[1..].to_vec(),
+        })
+    }
+
+    /// A dead box: the daemon is SIGKILLed (keepalived: parent stopped first so it cannot
+    /// respawn, then its children, then itself) and `eth0` goes down, so the stale VIP it
+    /// leaves answers nothing (BRIEF §6).
+    pub fn crash(&self, d: &Daemon) -> io::Result<()> {
+        match d.kind {
+            Kind::Proxyha => self.signal(d.pid, Signal::SIGKILL)?,
+            Kind::Keepalived => {
+                self.signal(d.pid, Signal::SIGSTOP)?;
+                for pid in extra_pids(&d.pidfiles, &d.conf.to_string_lossy()) {
+                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                }
+                self.signal(d.pid, Signal::SIGKILL)?;
+            }
+        }
+        d.host.link(false)?;
+        if self.wait_exit(d.pid, Duration::from_secs(5)).is_none() {
+            return Err(io::Error::other(format!(
+                "{} pid {} survived SIGKILL",
+                d.kind.as_str(),
+                d.pid
+            )));
+        }
+        Ok(())
+    }
+
+    /// Graceful stop (SIGTERM): the daemon sends priority 0 and removes the VIP.
+    pub fn terminate(&self, d: &Daemon) -> io::Result<()> {
+        self.signal(d.pid, Signal::SIGTERM)
+    }
+
+    /// SIGTERM and wait for exit (SIGKILL after `limit`).
+    pub fn stop(&self, d: &Daemon, limit: Duration) -> io::Result<()> {
+        if !self.is_running(d.pid) {
+            let _ = self.wait_exit(d.pid, Duration::ZERO);
+            return Ok(());
+        }
+        self.terminate(d)?;
+        if self.wait_exit(d.pid, limit).is_none() {
+            self.signal(d.pid, Signal::SIGKILL)?;
+            self.wait_exit(d.pid, Duration::from_secs(5));
+            return Err(io::Error::other(format!(
+                "{} pid {} did not exit within {limit:?} of SIGTERM",
+                d.kind.as_str(),
+                d.pid
+            )));
+        }
+        Ok(())
+    }
+
+    /// `proxyha status --json --control <socket>` of a proxyha node.
+    pub fn status(&self, d: &Daemon) -> io::Result<Status> {
+        let control = d.control.as_ref().ok_or_else(|| {
+            io::Error::other(format!("{} has no control socket", d.kind.as_str()))
+        })?;
+        let bin = self.proxyha_bin()?.to_string_lossy().into_owned();
+        let out = run(
+            &bin,
+            &["status", "--json", "--control", &control.to_string_lossy()],
+        )?;
+        serde_json::from_str(&out)
+            .map(Status)
+            .map_err(|e| io::Error::other(format!("parsing status of {}: {e}: {out}", d.host.name)))
+    }
+
+    /// `proxyha status` (the table) of a proxyha node.
+    pub fn status_table(&self, d: &Daemon) -> io::Result<String> {
+        let control = d.control.as_ref().ok_or_else(|| {
+            io::Error::other(format!("{} has no control socket", d.kind.as_str()))
+        })?;
+        let bin = self.proxyha_bin()?.to_string_lossy().into_owned();
+        run(&bin, &["status", "--control", &control.to_string_lossy()])
+    }
+}
+
+impl Daemon {
+    /// The daemon's log so far ("" if unreadable).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn write(path: &Path, text: &str) -> io::Result<()> {
+    std::fs::write(path, text)
+        .map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))
+}

@@ -1,0 +1,302 @@
+//! Client-side instruments: the TCP gap probe (BRIEF §7), an advert watcher and a raw
+//! advert injector, all running on threads inside the client namespace.
+
+use std::io::{self, Read};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use super::{Host, lock};
+use crate::wire::vrrp;
+
+/// Probe period: one connection attempt starts every 10 ms.
+pub const PROBE_PERIOD: Duration = Duration::from_millis(10);
+/// Connect (and read) timeout of one attempt.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(100);
+/// Enough workers that an attempt starts on time even while all earlier ones hang for
+/// their full timeout.
+const PROBE_WORKERS: u64 = 14;
+
+/// One connection attempt.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// When the attempt started (its SYN left).
+    pub start: Instant,
+    pub end: Instant,
+    /// The answering node's name on success.
+    pub answer: Option<String>,
+}
+
+/// The client-visible outage around an event.
+#[derive(Debug, Clone)]
+pub struct Gap {
+    /// First success after the event (answered by the new owner) minus the last success
+    /// before it, both taken at attempt start (10 ms resolution).
+    pub gap: Duration,
+    pub last_before: Option<String>,
+    pub first_after: String,
+    /// From the event to the first success of the new owner.
+    pub since_event: Duration,
+}
+
+/// Connects to `target` every 10 ms from the client namespace and records each attempt.
+pub struct Prober {
+    samples: Arc<Mutex<Vec<Sample>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Prober {
+    /// Starts probing `target` from `client`; stops when dropped or at lab teardown.
+    pub fn start(client: &Host, target: SocketAddrV4) -> io::Result<Prober> {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let slot = Arc::new(AtomicU64::new(0));
+        let t0 = Instant::now();
+        for _ in 0..PROBE_WORKERS {
+            let (samples, stop, slot) = (samples.clone(), stop.clone(), slot.clone());
+            client.spawn_thread(move |lab_stop| {
+                while !stop.load(Ordering::Relaxed) && !lab_stop.load(Ordering::Relaxed) {
+                    let k = slot.fetch_add(1, Ordering::SeqCst);
+                    let at = t0 + PROBE_PERIOD * k as u32;
+                    let now = Instant::now();
+                    if at > now {
+                        std::thread::sleep(at - now);
+                    } else if now - at > PROBE_PERIOD {
+                        continue; // fell behind: skip the slot rather than bunch attempts
+                    }
+                    let start = Instant::now();
+                    let answer = attempt(target);
+                    lock(&samples).push(Sample {
+                        start,
+                        end: Instant::now(),
+                        answer,
+                    });
+                }
+            })?;
+        }
+        Ok(Prober { samples, stop })
+    }
+
+    /// A copy of the samples so far, ordered by start time.
+    pub fn samples(&self) -> Vec<Sample> {
+        let mut s = lock(&self.samples).clone();
+        s.sort_by_key(|s| s.start);
+        s
+    }
+
+    /// Waits up to `limit` for a success answered by `who` that started after `after`.
+    pub fn wait_answer(&self, who: &str, after: Instant, limit: Duration) -> Option<Sample> {
+        super::wait_for(limit, Duration::from_millis(5), || {
+            lock(&self.samples)
+                .iter()
+                .filter(|s| s.start > after && s.answer.as_deref() == Some(who))
+                .min_by_key(|s| s.start)
+                .cloned()
+        })
+    }
+
+    /// Forgets old samples (keeps memory flat over long benchmarks).
+    pub fn clear(&self) {
+        lock(&self.samples).clear();
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn attempt(target: SocketAddrV4) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&SocketAddr::V4(target), PROBE_TIMEOUT).ok()?;
+    s.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
+    let mut buf = [0u8; 64];
+    let mut got = 0;
+    loop {
+        match s.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                got += n;
+                if got == buf.len() {
+                    break;
+                }
+            }
+            Err(_) => return None,
+        }
+    }
+    if got == 0 {
+        return None;
+    }
+    Some(String::from_utf8_lossy(&buf[..got]).into_owned())
+}
+
+/// The gap around `event` (BRIEF §7): the first success after `event` answered by
+/// `new_owner`, minus the last success before that one.
+pub fn gap(samples: &[Sample], event: Instant, new_owner: &str) -> Option<Gap> {
+    let first = samples
+        .iter()
+        .filter(|s| s.start > event && s.answer.as_deref() == Some(new_owner))
+        .min_by_key(|s| s.start)?;
+    // Anything that answered between the event and `first` was still the old owner
+    // serving: the client-visible outage starts after the last success of any node.
+    let last = samples
+        .iter()
+        .filter(|s| s.start < first.start && s.answer.is_some())
+        .max_by_key(|s| s.start);
+    let since_event = first.start - event;
+    Some(Gap {
+        gap: last.map(|l| first.start - l.start).unwrap_or(since_event),
+        last_before: last.and_then(|l| l.answer.clone()),
+        first_after: new_owner.to_string(),
+        since_event,
+    })
+}
+
+/// A received VRRP datagram (IP header included) and when it arrived.
+#[derive(Debug, Clone)]
+pub struct Advert {
+    pub at: Instant,
+    pub src: Ipv4Addr,
+    pub datagram: Vec<u8>,
+}
+
+/// Watches IP protocol 112 on the client's `eth0` (a raw socket joined to 224.0.0.18).
+pub struct AdvertWatch {
+    rx: Receiver<Advert>,
+    stop: Arc<AtomicBool>,
+}
+
+impl AdvertWatch {
+    pub fn start(client: &Host) -> io::Result<AdvertWatch> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let my_stop = stop.clone();
+        let addr = client.addr;
+        client.spawn_thread(move |lab_stop| {
+            let sock = match raw_socket().and_then(|s| {
+                s.join_multicast_v4(&vrrp::MULTICAST_GROUP, &addr)?;
+                s.set_read_timeout(Some(Duration::from_millis(50)))?;
+                Ok(s)
+            }) {
+                Ok(s) => {
+                    let _ = ready_tx.send(Ok(()));
+                    s
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            watch_loop(&sock, &tx, &my_stop, &lab_stop);
+        })?;
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .map_err(|_| io::Error::other("advert watcher did not start"))??;
+        Ok(AdvertWatch { rx, stop })
+    }
+
+    /// Drops everything received so far.
+    pub fn drain(&self) {
+        while self.rx.try_recv().is_ok() {}
+    }
+
+    /// The next advert (after any already queued) whose source is `src`, within `limit`.
+    pub fn next_from(&self, src: Ipv4Addr, limit: Duration) -> Option<Advert> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.rx.recv_timeout(left) {
+                Ok(a) if a.src == src => return Some(a),
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Collects every advert from `src` for `span`.
+    pub fn collect_from(&self, src: Ipv4Addr, span: Duration) -> Vec<Advert> {
+        let deadline = Instant::now() + span;
+        let mut out = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.rx.recv_timeout(left) {
+                Ok(a) if a.src == src => out.push(a),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        out
+    }
+}
+
+impl Drop for AdvertWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn watch_loop(sock: &Socket, tx: &Sender<Advert>, stop: &AtomicBool, lab_stop: &AtomicBool) {
+    let mut buf = [0u8; 2048];
+    let mut reader = sock;
+    while !stop.load(Ordering::Relaxed) && !lab_stop.load(Ordering::Relaxed) {
+        let n = match reader.read(&mut buf) {
+            Ok(n) => n,
+            Err(_) => continue,
+        };
+        let at = Instant::now();
+        if n < 20 {
+            continue;
+        }
+        let src = Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]);
+        if tx
+            .send(Advert {
+                at,
+                src,
+                datagram: buf[..n].to_vec(),
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn raw_socket() -> io::Result<Socket> {
+    Socket::new(
+        Domain::IPV4,
+        Type::RAW,
+        Some(Protocol::from(i32::from(vrrp::PROTOCOL))),
+    )
+}
+
+/// Sends `datagram` (a complete IPv4 datagram, header included) from the client's `eth0`
+/// to its destination (e.g. 224.0.0.18) through a raw socket with IP_HDRINCL.
+pub fn inject(client: &Host, datagram: Vec<u8>) -> io::Result<()> {
+    let addr = client.addr;
+    client.run_in(move || -> io::Result<()> {
+        let sock = raw_socket()?;
+        sock.set_header_included_v4(true)?;
+        sock.set_multicast_if_v4(&addr)?;
+        let dst = if datagram.len() >= 20 {
+            Ipv4Addr::new(datagram[16], datagram[17], datagram[18], datagram[19])
+        } else {
+            vrrp::MULTICAST_GROUP
+        };
+        let n = sock.send_to(&datagram, &SockAddr::from(SocketAddrV4::new(dst, 0)))?;
+        if n != datagram.len() {
+            return Err(io::Error::other(format!(
+                "raw send wrote {n} of {} bytes",
+                datagram.len()
+            )));
+        }
+        Ok(())
+    })?
+}
