@@ -15,7 +15,9 @@ use clap::Parser;
 use proxyha::lab::{self, Daemon, Lab, Prober, VrrpOpts};
 
 #[derive(Parser)]
-#[command(about = "ProxyHA demo: a 3-node cluster in network namespaces, a master crash and the takeover")]
+#[command(
+    about = "ProxyHA demo: a 3-node cluster in network namespaces, a master crash and the takeover"
+)]
 struct Args {
     /// VRRP advert interval in ms.
     #[arg(long, default_value_t = 1000)]
@@ -49,7 +51,13 @@ fn show(lab: &Lab, daemons: &[Daemon]) {
 fn demo(interval_ms: u32) -> Res<()> {
     let bin = lab::proxyha_next_to_exe()?;
     let mut lab = Lab::new()?.with_proxyha(bin);
-    println!("lab {}: bridge namespace {}br, subnet {}/24, VIP {}", lab.prefix(), lab.prefix(), lab.addr(0), lab.vip());
+    println!(
+        "lab {}: bridge namespace {}br, subnet {}/24, VIP {}",
+        lab.prefix(),
+        lab.prefix(),
+        lab.addr(0),
+        lab.vip()
+    );
     let prios = [99u8, 89, 79];
     let mut nodes = Vec::new();
     for (i, _) in prios.iter().enumerate() {
@@ -66,24 +74,37 @@ fn demo(interval_ms: u32) -> Res<()> {
     }
     let mdi = VrrpOpts::new(99, interval_ms).master_down_interval();
     println!("waiting for the election (Master_Down_Interval {mdi:?}) …\n");
-    lab::wait_for(mdi * 2 + Duration::from_secs(2), Duration::from_millis(20), || {
-        (lab.vip_holders() == ["n1"]).then_some(())
-    })
+    lab::wait_for(
+        mdi * 2 + Duration::from_secs(2),
+        Duration::from_millis(20),
+        || (lab.vip_holders() == ["n1"]).then_some(()),
+    )
     .ok_or("n1 did not become master")?;
-    prober.wait_answer("n1", Instant::now(), Duration::from_secs(3)).ok_or("client got no answer from n1")?;
+    prober
+        .wait_answer("n1", Instant::now(), Duration::from_secs(3))
+        .ok_or("client got no answer from n1")?;
     std::thread::sleep(Duration::from_millis(u64::from(interval_ms) * 2));
     show(&lab, &daemons);
 
-    println!("client {} → {}:{} answered by n1; crashing n1 (SIGKILL + eth0 down) …", client.addr, lab.vip(), lab::ECHO_PORT);
+    println!(
+        "client {} → {}:{} answered by n1; crashing n1 (SIGKILL + eth0 down) …",
+        client.addr,
+        lab.vip(),
+        lab::ECHO_PORT
+    );
     let t = Instant::now();
     lab.crash(&daemons[0])?;
     let limit = VrrpOpts::new(89, interval_ms).master_down_interval() + Duration::from_secs(3);
-    prober.wait_answer("n2", t, limit).ok_or("n2 did not take over")?;
+    prober
+        .wait_answer("n2", t, limit)
+        .ok_or("n2 did not take over")?;
     let g = lab::gap(&prober.samples(), t, "n2").ok_or("no gap measured")?;
     println!(
         "takeover: n2 answers; client-visible gap {} ms (Master_Down_Interval(89) = {} ms)\n",
         g.gap.as_millis(),
-        VrrpOpts::new(89, interval_ms).master_down_interval().as_millis()
+        VrrpOpts::new(89, interval_ms)
+            .master_down_interval()
+            .as_millis()
     );
     std::thread::sleep(Duration::from_millis(u64::from(interval_ms) * 2));
     show(&lab, &daemons[1..]);
