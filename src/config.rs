@@ -183,7 +183,7 @@ pub(crate) fn io_reason(err: &io::Error) -> String {
 
 fn read_hint(err: &io::Error) -> &'static str {
     match err.kind() {
-        io::ErrorKind::NotFound => "create it (see `proxyha config check`) or pass --config PATH",
+        io::ErrorKind::NotFound => "create it or pass --config PATH",
         io::ErrorKind::PermissionDenied => "run as root or make the file readable",
         io::ErrorKind::InvalidData => "the file must be UTF-8 text",
         _ => "check the path or pass --config PATH",
@@ -1603,8 +1603,8 @@ target = "syslog"                # "syslog" | "stderr" | "file:/path"
         let err = Config::load(Path::new("/nonexistent/proxyha.toml")).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "reading /nonexistent/proxyha.toml: No such file or directory; create it (see `proxyha \
-             config check`) or pass --config PATH"
+            "reading /nonexistent/proxyha.toml: No such file or directory; create it or pass \
+             --config PATH"
         );
     }
 }
