@@ -9,7 +9,11 @@ use proxyha::config::{self, Config};
 use proxyha::status::{self, Request, Response};
 
 #[derive(Parser)]
-#[command(name = "proxyha", version, about = "Proxy HA: VRRP failover and load sharing for web proxies")]
+#[command(
+    name = "proxyha",
+    version,
+    about = "Proxy HA: VRRP failover and load sharing for web proxies"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -54,7 +58,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(&config),
         Command::Status { json, control } => status(json, control),
-        Command::Config { command: ConfigCommand::Check { path } } => match Config::load(&path) {
+        Command::Config {
+            command: ConfigCommand::Check { path },
+        } => match Config::load(&path) {
             Ok(_) => {
                 println!("{}: ok", path.display());
                 ExitCode::SUCCESS
@@ -64,7 +70,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Config { command: ConfigCommand::Example } => {
+        Command::Config {
+            command: ConfigCommand::Example,
+        } => {
             print!("{}", config::example());
             ExitCode::SUCCESS
         }
@@ -76,7 +84,9 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 fn run(path: &Path) -> ExitCode {
@@ -114,7 +124,8 @@ fn run(path: &Path) -> ExitCode {
 
 /// Completes on the first SIGTERM or SIGINT. Handlers are installed before returning,
 /// so a signal that arrives during start-up is not lost.
-fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, proxyha::daemon::DaemonError> {
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, proxyha::daemon::DaemonError>
+{
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -130,7 +141,7 @@ fn status(json: bool, control: Option<PathBuf>) -> ExitCode {
     let socket = control.unwrap_or_else(|| {
         Config::load(Path::new(config::DEFAULT_PATH))
             .map(|c| c.control.socket)
-            .unwrap_or_else(|_| PathBuf::from(config::DEFAULT_CONTROL_SOCKET))
+            .unwrap_or_else(|_| PathBuf::from(config::DEFAULT_SOCKET))
     });
     let rt = match runtime() {
         Ok(rt) => rt,

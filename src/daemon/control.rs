@@ -23,7 +23,10 @@ impl ControlServer {
     /// A socket file left by a crashed run is replaced; one that still answers is not.
     pub async fn start(path: &Path) -> io::Result<(ControlServer, mpsc::Receiver<Pending>)> {
         let ctx = |what: &str, e: io::Error| {
-            io::Error::new(e.kind(), format!("{what} control socket {}: {e}", path.display()))
+            io::Error::new(
+                e.kind(),
+                format!("{what} control socket {}: {e}", path.display()),
+            )
         };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| ctx("creating the directory of", e))?;
@@ -46,7 +49,12 @@ impl ControlServer {
             .map_err(|e| ctx("setting permissions of", e))?;
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(accept_loop(listener, tx));
-        Ok((ControlServer { path: path.to_path_buf() }, rx))
+        Ok((
+            ControlServer {
+                path: path.to_path_buf(),
+            },
+            rx,
+        ))
     }
 }
 

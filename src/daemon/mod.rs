@@ -133,7 +133,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             },
             Some((request, reply)) = requests.recv() => {
                 let response = match request {
-                    Request::Status => Response::Status(Box::new(shell.status(&router))),
+                    Request::Status => Response::Status(shell.status(&router)),
                 };
                 let _ = reply.send(response);
             }
@@ -174,12 +174,16 @@ async fn primary_address(
             "node.management_ip {ip} is not configured on {}; add it (ip addr add {ip}/24 dev {}) or fix the key",
             link.name, link.name
         ))),
-        None => addrs.iter().map(|(a, _)| *a).find(|a| *a != vip).ok_or_else(|| {
-            DaemonError::Setup(format!(
-                "interface {} has no IPv4 address; configure one or set node.management_ip",
-                link.name
-            ))
-        }),
+        None => addrs
+            .iter()
+            .map(|(a, _)| *a)
+            .find(|a| *a != vip)
+            .ok_or_else(|| {
+                DaemonError::Setup(format!(
+                    "interface {} has no IPv4 address; configure one or set node.management_ip",
+                    link.name
+                ))
+            }),
     }
 }
 
@@ -255,7 +259,7 @@ impl Shell {
             name: self.config.node.name.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             interface: self.link.name.clone(),
-            management_ip: self.primary,
+            management_ip: Some(self.primary),
             state: router.state().as_str().to_string(),
             priority: ha.priority,
             vrid: ha.virtual_router_id,
@@ -272,7 +276,11 @@ impl Shell {
                 .state_since()
                 .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64()),
             uptime_s: now.duration_since(self.started).as_secs_f64(),
-            counters: router.counters().iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            counters: router
+                .counters()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
         }
     }
 }

@@ -93,8 +93,13 @@ pub async fn ipv4_addresses(
         .execute()
         .try_collect()
         .await
-        .map_err(request_error(format!("listing addresses of interface #{index}")))?;
-    Ok(msgs.iter().filter_map(|m| message_ipv4(m).map(|a| (a, m.header.prefix_len))).collect())
+        .map_err(request_error(format!(
+            "listing addresses of interface #{index}"
+        )))?;
+    Ok(msgs
+        .iter()
+        .filter_map(|m| message_ipv4(m).map(|a| (a, m.header.prefix_len)))
+        .collect())
 }
 
 fn message_ipv4(msg: &AddressMessage) -> Option<Ipv4Addr> {
@@ -183,7 +188,9 @@ impl LinkEvents {
                     if link.header.index == self.index =>
                 {
                     let flags = link.header.flags;
-                    return Some(flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::LowerUp));
+                    return Some(
+                        flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::LowerUp),
+                    );
                 }
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link))
                     if link.header.index == self.index =>

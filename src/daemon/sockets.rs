@@ -28,9 +28,16 @@ impl VrrpSocket {
             let what = what.to_string();
             move |e: io::Error| io::Error::new(e.kind(), format!("{what} on {ifname}: {e}"))
         };
-        let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(i32::from(vrrp::PROTOCOL))))
-            .map_err(ctx("opening raw IP protocol 112 socket (needs root or CAP_NET_RAW)"))?;
-        sock.bind_device(Some(ifname.as_bytes())).map_err(ctx("binding the VRRP socket"))?;
+        let sock = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(i32::from(vrrp::PROTOCOL))),
+        )
+        .map_err(ctx(
+            "opening raw IP protocol 112 socket (needs root or CAP_NET_RAW)",
+        ))?;
+        sock.bind_device(Some(ifname.as_bytes()))
+            .map_err(ctx("binding the VRRP socket"))?;
         let index = NonZeroU32::new(ifindex)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "interface index 0"))?;
         sock.join_multicast_v4_n(
@@ -39,14 +46,20 @@ impl VrrpSocket {
         )
         .map_err(ctx("joining 224.0.0.18"))?;
         // Only deliver groups this socket joined, not those of every socket on the host.
-        sock.set_multicast_all_v4(false).map_err(ctx("setting IP_MULTICAST_ALL"))?;
-        sock.set_multicast_if_v4(&primary).map_err(ctx("setting the multicast source address"))?;
-        sock.set_multicast_ttl_v4(u32::from(vrrp::TTL)).map_err(ctx("setting TTL 255"))?;
-        sock.set_ttl_v4(u32::from(vrrp::TTL)).map_err(ctx("setting TTL 255"))?;
-        sock.set_multicast_loop_v4(false).map_err(ctx("disabling multicast loop"))?;
+        sock.set_multicast_all_v4(false)
+            .map_err(ctx("setting IP_MULTICAST_ALL"))?;
+        sock.set_multicast_if_v4(&primary)
+            .map_err(ctx("setting the multicast source address"))?;
+        sock.set_multicast_ttl_v4(u32::from(vrrp::TTL))
+            .map_err(ctx("setting TTL 255"))?;
+        sock.set_ttl_v4(u32::from(vrrp::TTL))
+            .map_err(ctx("setting TTL 255"))?;
+        sock.set_multicast_loop_v4(false)
+            .map_err(ctx("disabling multicast loop"))?;
         // Internetwork control precedence, as keepalived and routers mark VRRP.
         sock.set_tos_v4(0xc0).map_err(ctx("setting TOS"))?;
-        sock.set_nonblocking(true).map_err(ctx("setting non-blocking mode"))?;
+        sock.set_nonblocking(true)
+            .map_err(ctx("setting non-blocking mode"))?;
         let group = SocketAddr::V4(SocketAddrV4::new(vrrp::MULTICAST_GROUP, 0));
         let sock = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(sock))?;
         Ok(VrrpSocket { sock, group })
@@ -81,10 +94,16 @@ pub struct GarpSocket {
 impl GarpSocket {
     pub fn open(ifindex: u32) -> io::Result<GarpSocket> {
         let sock = Socket::new(Domain::PACKET, Type::RAW, None).map_err(|e| {
-            io::Error::new(e.kind(), format!("opening AF_PACKET socket for gratuitous ARP: {e}"))
+            io::Error::new(
+                e.kind(),
+                format!("opening AF_PACKET socket for gratuitous ARP: {e}"),
+            )
         })?;
         sock.set_nonblocking(true)?;
-        Ok(GarpSocket { sock, dest: link_layer_broadcast(ifindex) })
+        Ok(GarpSocket {
+            sock,
+            dest: link_layer_broadcast(ifindex),
+        })
     }
 
     /// Sends `count` announcements of `vip` at `mac`, back to back as keepalived does.

@@ -282,7 +282,13 @@ impl Repr {
         if addresses.is_empty() || addresses.len() > 255 {
             return None;
         }
-        Some(Repr { version, vrid, priority, advert_int, addresses })
+        Some(Repr {
+            version,
+            vrid,
+            priority,
+            advert_int,
+            addresses,
+        })
     }
 
     /// The advertisement interval as a duration.
@@ -326,7 +332,9 @@ impl Repr {
         if advert_int == 0 {
             return Err(Error::ZeroInterval);
         }
-        let addresses = (0..usize::from(packet.count())).map(|i| packet.address(i)).collect();
+        let addresses = (0..usize::from(packet.count()))
+            .map(|i| packet.address(i))
+            .collect();
         Ok(Repr {
             version: expected,
             vrid: packet.vrid(),
@@ -373,7 +381,11 @@ impl Repr {
             packet.buffer.as_mut()[at..at + V2_AUTH_LEN].fill(0);
         }
         // RFC 3768 §5.3.8: the v2 checksum never covers a pseudo-header.
-        let mode = if self.version == Version::V2 { ChecksumMode::VrrpOnly } else { mode };
+        let mode = if self.version == Version::V2 {
+            ChecksumMode::VrrpOnly
+        } else {
+            mode
+        };
         packet.fill_checksum(mode, src, dst);
     }
 
@@ -446,7 +458,12 @@ mod test {
     ];
 
     fn parse(bytes: &[u8], src: Ipv4Addr) -> Result<Repr, Error> {
-        Repr::parse(&Packet::new_checked(bytes)?, Version::V3, src, MULTICAST_GROUP)
+        Repr::parse(
+            &Packet::new_checked(bytes)?,
+            Version::V3,
+            src,
+            MULTICAST_GROUP,
+        )
     }
 
     #[test]
@@ -474,7 +491,12 @@ mod test {
             assert_eq!(repr.advert_int, cs);
             assert_eq!(repr.addresses, vec![VIP]);
             let mut buf = [0xa5u8; 12];
-            repr.emit(&mut Packet::new_unchecked(&mut buf[..]), ChecksumMode::PseudoHeader, src, MULTICAST_GROUP);
+            repr.emit(
+                &mut Packet::new_unchecked(&mut buf[..]),
+                ChecksumMode::PseudoHeader,
+                src,
+                MULTICAST_GROUP,
+            );
             assert_eq!(buf, bytes);
         }
     }
@@ -484,13 +506,21 @@ mod test {
         let repr = parse(&V3_PRIO99_NO_PSEUDO, SRC).unwrap();
         assert_eq!(repr.priority, 99);
         let mut buf = [0xa5u8; 12];
-        repr.emit(&mut Packet::new_unchecked(&mut buf[..]), ChecksumMode::VrrpOnly, SRC, MULTICAST_GROUP);
+        repr.emit(
+            &mut Packet::new_unchecked(&mut buf[..]),
+            ChecksumMode::VrrpOnly,
+            SRC,
+            MULTICAST_GROUP,
+        );
         assert_eq!(buf, V3_PRIO99_NO_PSEUDO);
     }
 
     #[test]
     fn pseudo_header_checksum_from_another_source_is_rejected() {
-        assert_eq!(parse(&V3_PRIO99, Ipv4Addr::new(10, 77, 0, 12)), Err(Error::Checksum));
+        assert_eq!(
+            parse(&V3_PRIO99, Ipv4Addr::new(10, 77, 0, 12)),
+            Err(Error::Checksum)
+        );
     }
 
     #[test]
@@ -509,10 +539,16 @@ mod test {
         let mut bad_sum = V3_PRIO99;
         bad_sum[7] ^= 1;
         assert_eq!(parse(&bad_sum, SRC), Err(Error::Checksum));
-        let zero = Repr { advert_int: 0, ..parse(&V3_PRIO99, SRC).unwrap() };
+        let zero = Repr {
+            advert_int: 0,
+            ..parse(&V3_PRIO99, SRC).unwrap()
+        };
         let bytes = zero.to_bytes(ChecksumMode::PseudoHeader, SRC, MULTICAST_GROUP);
         assert_eq!(parse(&bytes, SRC), Err(Error::ZeroInterval));
-        let none = Repr { addresses: vec![], ..parse(&V3_PRIO99, SRC).unwrap() };
+        let none = Repr {
+            addresses: vec![],
+            ..parse(&V3_PRIO99, SRC).unwrap()
+        };
         let bytes = none.to_bytes(ChecksumMode::PseudoHeader, SRC, MULTICAST_GROUP);
         assert_eq!(parse(&bytes, SRC), Err(Error::NoAddresses));
     }
@@ -524,23 +560,42 @@ mod test {
         assert_eq!(bytes.len(), 20);
         assert_eq!(&bytes[..6], &[0x21, 51, 89, 1, 0, 1]);
         assert_eq!(&bytes[12..], &[0; 8]);
-        assert_eq!(checksum::fold(checksum::sum(&bytes)), 0, "v2 checksum excludes the pseudo-header");
+        assert_eq!(
+            checksum::fold(checksum::sum(&bytes)),
+            0,
+            "v2 checksum excludes the pseudo-header"
+        );
         let p = Packet::new_checked(&bytes[..]).unwrap();
         assert_eq!(Repr::parse(&p, Version::V2, SRC, MULTICAST_GROUP), Ok(repr));
-        assert_eq!(Repr::parse(&p, Version::V3, SRC, MULTICAST_GROUP), Err(Error::Version(2)));
+        assert_eq!(
+            Repr::parse(&p, Version::V3, SRC, MULTICAST_GROUP),
+            Err(Error::Version(2))
+        );
         let mut auth = bytes.clone();
         auth[4] = 1;
         let mut p = Packet::new_unchecked(&mut auth[..]);
         p.fill_checksum(ChecksumMode::VrrpOnly, SRC, MULTICAST_GROUP);
         let p = Packet::new_checked(&auth[..]).unwrap();
-        assert_eq!(Repr::parse(&p, Version::V2, SRC, MULTICAST_GROUP), Err(Error::AuthType(1)));
+        assert_eq!(
+            Repr::parse(&p, Version::V2, SRC, MULTICAST_GROUP),
+            Err(Error::AuthType(1))
+        );
     }
 
     #[test]
     fn interval_must_fit_the_version_field() {
         assert!(Repr::new(Version::V3, 1, 100, Duration::from_millis(30), vec![VIP]).is_some());
         assert!(Repr::new(Version::V3, 1, 100, Duration::from_millis(35), vec![VIP]).is_none());
-        assert!(Repr::new(Version::V3, 1, 100, Duration::from_millis(40_960), vec![VIP]).is_none());
+        assert!(
+            Repr::new(
+                Version::V3,
+                1,
+                100,
+                Duration::from_millis(40_960),
+                vec![VIP]
+            )
+            .is_none()
+        );
         assert!(Repr::new(Version::V2, 1, 100, Duration::from_millis(1500), vec![VIP]).is_none());
         assert!(Repr::new(Version::V3, 1, 100, Duration::from_secs(1), vec![]).is_none());
         let r = Repr::new(Version::V3, 1, 100, Duration::from_millis(30), vec![VIP]).unwrap();
