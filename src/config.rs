@@ -1,1 +1,1610 @@
-//! (in progress)
+//! The configuration file (BRIEF §3): TOML with sections `[node]`, `[ha]`, `[control]` and
+//! `[log]`, validated in full at load.
+//!
+//! We walk toml's spanned document tree ([`toml::de::DeTable`]) by hand instead of deriving
+//! `Deserialize`: that way every error carries the line and column of the offending value,
+//! integers are read wide so a range error can quote the value the administrator wrote, and
+//! one pass reports every problem in the file, not just the first.
+//!
+//! Every problem renders as `<origin>:<line>:<col>: <key> = <value>: <rule>`, for example
+//! `proxyha.toml:4:21: ha.virtual_router_id = 300: must be 1..=255`.
+
+use std::fmt;
+use std::io;
+use std::net::Ipv4Addr;
+use std::ops::{Range, RangeInclusive};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use log::LevelFilter;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::wire::vrrp::{ChecksumMode, Version};
+
+/// Where `proxyha run` and `proxyha check` look without `--config`.
+pub const DEFAULT_PATH: &str = "/etc/proxyha/proxyha.toml";
+/// The control socket without `[control] socket` or `--control`.
+pub const DEFAULT_SOCKET: &str = "/run/proxyha/control.sock";
+
+/// A validated configuration: every field holds an allowed value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub node: Node,
+    pub ha: Ha,
+    pub control: Control,
+    pub log: Log,
+}
+
+/// `[node]`: this appliance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// Default: the host name.
+    pub name: String,
+    /// This node's own address on the HA interface (never the VIP).
+    pub management_ip: Option<Ipv4Addr>,
+    /// Relative capacity (> 0, finite); `None` means "number of CPUs", decided at run time.
+    pub capacity: Option<f64>,
+}
+
+/// `[ha]`: the Proxy HA group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ha {
+    pub interface: String,
+    pub virtual_ip: Ipv4Addr,
+    pub virtual_router_id: u8,
+    pub lb_id: u8,
+    /// 1..=254 director candidate, 0 scanning only.
+    pub priority: u8,
+    /// A multiple of 10 in 10..=40950 (v3) or of 1000 in 1000..=255000 (v2).
+    pub advert_interval_ms: u32,
+    pub preempt: bool,
+    pub vrrp_version: Version,
+    pub vrrp_checksum: ChecksumMode,
+    pub port_redirects: Vec<PortRedirect>,
+    pub sticky_idle_s: u32,
+    pub mode: Mode,
+}
+
+/// Client traffic to `port` on the VIP goes to `to` on the chosen scanning node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortRedirect {
+    pub port: u16,
+    pub to: u16,
+}
+
+/// How the director hands a connection to a scanning node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Direct routing: replies go straight from the scanning node to the client.
+    #[default]
+    Direct,
+    /// DNAT at the director; replies return through it.
+    Nat,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Direct => "direct",
+            Mode::Nat => "nat",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[control]`: the Unix socket `proxyha status` talks to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Control {
+    pub socket: PathBuf,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    pub target: LogTarget,
+    pub level: LevelFilter,
+}
+
+/// Where log lines go.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LogTarget {
+    /// /dev/log, ident `proxyha`, facility daemon.
+    #[default]
+    Syslog,
+    Stderr,
+    /// Appended to this absolute path.
+    File(PathBuf),
+}
+
+impl fmt::Display for LogTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LogTarget::Syslog => f.write_str("syslog"),
+            LogTarget::Stderr => f.write_str("stderr"),
+            LogTarget::File(path) => write!(f, "file:{}", path.display()),
+        }
+    }
+}
+
+/// One problem in a configuration text, at a 1-based line and column (in characters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {}: {}; {}", path.display(), io_reason(source), read_hint(source))]
+    Read { path: PathBuf, source: io::Error },
+    /// The text is not valid TOML or breaks a rule; one line per problem.
+    #[error("{}", render_diagnostics(origin, diagnostics))]
+    Invalid {
+        origin: String,
+        diagnostics: Vec<Diagnostic>,
+    },
+}
+
+impl ConfigError {
+    /// The problems found in the text (empty for a read error).
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match self {
+            ConfigError::Read { .. } => &[],
+            ConfigError::Invalid { diagnostics, .. } => diagnostics,
+        }
+    }
+}
+
+fn render_diagnostics(origin: &str, diagnostics: &[Diagnostic]) -> String {
+    let lines: Vec<String> = diagnostics
+        .iter()
+        .map(|d| format!("{origin}:{}:{}: {}", d.line, d.column, d.message))
+        .collect();
+    lines.join("\n")
+}
+
+/// An I/O error's reason without the "(os error N)" suffix, for messages read by people.
+pub(crate) fn io_reason(err: &io::Error) -> String {
+    let text = err.to_string();
+    match text.find(" (os error ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
+fn read_hint(err: &io::Error) -> &'static str {
+    match err.kind() {
+        io::ErrorKind::NotFound => "create it or pass --config PATH",
+        io::ErrorKind::PermissionDenied => "run as root or make the file readable",
+        io::ErrorKind::InvalidData => "the file must be UTF-8 text",
+        _ => "check the path or pass --config PATH",
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`; errors are prefixed with the path.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Validates `text`; `origin` (a file name) prefixes every error.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let mut cx = Cx {
+            text,
+            diagnostics: Vec::new(),
+        };
+        let parsed = DeTable::parse(text);
+        let config = match parsed {
+            Ok(root) => cx.config(root.get_ref()),
+            Err(err) => {
+                let at = err.span().map_or(0, |span| span.start);
+                cx.error(at..at, syntax_message(err.message()));
+                None
+            }
+        };
+        // Sections are checked in a fixed order; report in reading order.
+        cx.diagnostics.sort_by_key(|d| (d.line, d.column));
+        match config {
+            Some(config) if cx.diagnostics.is_empty() => Ok(config),
+            _ => Err(ConfigError::Invalid {
+                origin: origin.to_string(),
+                diagnostics: cx.diagnostics,
+            }),
+        }
+    }
+
+    /// `ha.advert_interval_ms` as a duration.
+    pub fn advert_interval(&self) -> Duration {
+        Duration::from_millis(u64::from(self.ha.advert_interval_ms))
+    }
+}
+
+fn syntax_message(message: &str) -> String {
+    let message = message.trim().trim_end_matches('.');
+    let mut chars = message.chars();
+    let first = chars.next().map(|c| c.to_lowercase().collect::<String>());
+    format!(
+        "invalid TOML: {}{}",
+        first.unwrap_or_default(),
+        chars.as_str()
+    )
+}
+
+/// A commented configuration that parses; a starting point for /etc/proxyha/proxyha.toml.
+pub fn example() -> &'static str {
+    EXAMPLE
+}
+
+const EXAMPLE: &str = r#"# ProxyHA configuration (/etc/proxyha/proxyha.toml). Check with: proxyha config check FILE
+# Unknown keys are errors. Commented-out keys show their default.
+
+[node]
+name = "jupiter"                 # default: the host name
+management_ip = "10.10.74.70"    # this node's own address on the HA interface (never the VIP)
+# capacity = 2.0                 # relative capacity, > 0; default: number of CPUs
+
+[ha]
+# interface = "eth0"             # the HA interface; may be a bond (bond0)
+virtual_ip = "10.10.74.74"       # required: the address clients use, shared by the group
+# virtual_router_id = 51         # 1..=255; the same on every node of the group
+# lb_id = 51                     # 1..=255; two groups on one subnet need different IDs
+priority = 99                    # required: 1..=254 director candidate (highest wins), 0 scanning only
+# advert_interval_ms = 1000      # v3: multiple of 10 in 10..=40950; v2: multiple of 1000 in 1000..=255000
+# preempt = true                 # a returning higher-priority node takes over again
+# vrrp_version = 3               # 3 or 2
+# vrrp_checksum = "pseudo-header" # v3 checksum: "pseudo-header" (keepalived, FRR) or "vrrp-only" (RFC 9568, Cisco, Juniper)
+port_redirects = [9090, 2121]    # ports shared by the group; or { port = 80, to = 9090 }
+# sticky_idle_s = 300            # a client stays on its node until idle this long; 1..=86400
+# mode = "direct"                # "direct" (replies bypass the director) or "nat"
+
+[control]
+# socket = "/run/proxyha/control.sock"
+
+[log]
+# target = "syslog"              # "syslog" | "stderr" | "file:/absolute/path"
+# level = "info"                 # "error" | "warn" | "info" | "debug" | "trace"
+"#;
+
+// ---------------------------------------------------------------------------------------
+// The walker
+
+type Value<'i> = Spanned<DeValue<'i>>;
+
+const SECTIONS: &[&str] = &["node", "ha", "control", "log"];
+const NODE_KEYS: &[&str] = &["name", "management_ip", "capacity"];
+const HA_KEYS: &[&str] = &[
+    "interface",
+    "virtual_ip",
+    "virtual_router_id",
+    "lb_id",
+    "priority",
+    "advert_interval_ms",
+    "preempt",
+    "vrrp_version",
+    "vrrp_checksum",
+    "port_redirects",
+    "sticky_idle_s",
+    "mode",
+];
+const CONTROL_KEYS: &[&str] = &["socket"];
+const LOG_KEYS: &[&str] = &["target", "level"];
+const REDIRECT_KEYS: &[&str] = &["port", "to"];
+
+/// Longest Unix socket path: `sun_path` is 108 bytes including the terminating NUL.
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Collects diagnostics while walking one document.
+struct Cx<'t> {
+    text: &'t str,
+    diagnostics: Vec<Diagnostic>,
+}
+
+/// A section table and where it was declared (for "is required" errors).
+struct Section<'a, 'i> {
+    name: &'static str,
+    table: Option<&'a DeTable<'i>>,
+    at: Range<usize>,
+    /// Present but not a table (already reported): keys are not "missing".
+    broken: bool,
+}
+
+impl<'a, 'i> Section<'a, 'i> {
+    fn get(&self, key: &str) -> Option<&'a Value<'i>> {
+        self.table.and_then(|t| t.get(key))
+    }
+}
+
+impl Cx<'_> {
+    fn error(&mut self, span: Range<usize>, message: String) {
+        let (line, column) = line_col(self.text, span.start);
+        self.diagnostics.push(Diagnostic {
+            line,
+            column,
+            message,
+        });
+    }
+
+    /// A range or format violation: `key = value: rule`.
+    fn bad(&mut self, key: &str, v: &Value<'_>, rule: impl fmt::Display) {
+        self.error(v.span(), format!("{key} = {}: {rule}", show(v.get_ref())));
+    }
+
+    fn config(&mut self, root: &DeTable<'_>) -> Option<Config> {
+        for (key, _) in root.iter() {
+            let name: &str = key.get_ref();
+            if !SECTIONS.contains(&name) {
+                self.error(
+                    key.span(),
+                    format!(
+                        "unknown section [{name}]{}; allowed sections: {}",
+                        suggest(name, SECTIONS),
+                        SECTIONS.join(", ")
+                    ),
+                );
+            }
+        }
+        let node = self.section(root, "node", NODE_KEYS);
+        let ha = self.section(root, "ha", HA_KEYS);
+        let control = self.section(root, "control", CONTROL_KEYS);
+        let log = self.section(root, "log", LOG_KEYS);
+
+        let node = self.node(&node);
+        let ha = self.ha(&ha, node.as_ref().and_then(|n| n.management_ip));
+        let control = self.control(&control);
+        let log = self.log(&log);
+        Some(Config {
+            node: node?,
+            ha: ha?,
+            control: control?,
+            log: log?,
+        })
+    }
+
+    fn section<'a, 'i>(
+        &mut self,
+        root: &'a DeTable<'i>,
+        name: &'static str,
+        allowed: &[&str],
+    ) -> Section<'a, 'i> {
+        let Some((key, value)) = root.get_key_value(name) else {
+            return Section {
+                name,
+                table: None,
+                at: 0..0,
+                broken: false,
+            };
+        };
+        let DeValue::Table(table) = value.get_ref() else {
+            self.error(
+                value.span(),
+                format!(
+                    "{name} = {}: must be a table, written [{name}] on a line of its own",
+                    show(value.get_ref())
+                ),
+            );
+            return Section {
+                name,
+                table: None,
+                at: key.span(),
+                broken: true,
+            };
+        };
+        self.unknown_keys(table, name, &format!("[{name}]"), allowed);
+        Section {
+            name,
+            table: Some(table),
+            at: key.span(),
+            broken: false,
+        }
+    }
+
+    /// Reports every key of `table` not in `allowed`; true if there was none.
+    fn unknown_keys(
+        &mut self,
+        table: &DeTable<'_>,
+        prefix: &str,
+        within: &str,
+        allowed: &[&str],
+    ) -> bool {
+        let mut clean = true;
+        for (key, _) in table.iter() {
+            let name: &str = key.get_ref();
+            if !allowed.contains(&name) {
+                self.error(
+                    key.span(),
+                    format!(
+                        "unknown key {prefix}.{name}{}; allowed keys in {within}: {}",
+                        suggest(name, allowed),
+                        allowed.join(", ")
+                    ),
+                );
+                clean = false;
+            }
+        }
+        clean
+    }
+
+    fn required(&mut self, section: &Section<'_, '_>, key: &str, why: &str) {
+        if section.broken {
+            return;
+        }
+        let name = section.name;
+        // Point at the '[' of a "[ha]" header rather than at the name inside it.
+        let mut at = section.at.start;
+        if self
+            .text
+            .get(..at)
+            .is_some_and(|before| before.ends_with('['))
+        {
+            at -= 1;
+        }
+        let at = at..at;
+        self.error(at, format!("{name}.{key} is required in [{name}]: {why}"));
+    }
+
+    // --- typed readers: each reports a wrong type and returns None ---
+
+    /// A string; `rule` (the rule for its content) is the message for any other type.
+    fn string<'v>(&mut self, key: &str, v: &'v Value<'_>, rule: &str) -> Option<&'v str> {
+        match v.get_ref() {
+            DeValue::String(s) => Some(s.as_ref()),
+            _ => {
+                self.bad(key, v, rule);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, key: &str, v: &Value<'_>) -> Option<bool> {
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                self.bad(key, v, "must be true or false");
+                None
+            }
+        }
+    }
+
+    /// An integer in `range`; `rule` is the whole rule as shown to the administrator.
+    fn int_in(
+        &mut self,
+        key: &str,
+        v: &Value<'_>,
+        range: RangeInclusive<i64>,
+        rule: &str,
+    ) -> Option<i64> {
+        let DeValue::Integer(int) = v.get_ref() else {
+            let hint = match v.get_ref() {
+                DeValue::String(_) => "an integer, without quotes",
+                _ => "an integer",
+            };
+            self.bad(key, v, format_args!("{rule} ({hint})"));
+            return None;
+        };
+        match i64::from_str_radix(int.as_str(), int.radix()) {
+            Ok(n) if range.contains(&n) => Some(n),
+            _ => {
+                self.bad(key, v, rule);
+                None
+            }
+        }
+    }
+
+    fn ipv4(&mut self, key: &str, v: &Value<'_>) -> Option<Ipv4Addr> {
+        const RULE: &str = "must be an IPv4 address such as \"10.10.74.74\"";
+        let text = self.string(key, v, RULE)?;
+        let Ok(addr) = text.parse::<Ipv4Addr>() else {
+            self.bad(key, v, RULE);
+            return None;
+        };
+        let not = if addr.is_unspecified() {
+            Some("the unspecified address")
+        } else if addr.is_loopback() {
+            Some("loopback")
+        } else if addr.is_multicast() {
+            Some("multicast")
+        } else if addr.is_broadcast() {
+            Some("broadcast")
+        } else if addr.octets()[0] >= 240 {
+            Some("reserved (240.0.0.0/4)")
+        } else {
+            None
+        };
+        if let Some(not) = not {
+            self.bad(
+                key,
+                v,
+                format_args!("must be a unicast IPv4 address, not {not}"),
+            );
+            return None;
+        }
+        Some(addr)
+    }
+
+    // --- sections ---
+
+    fn node(&mut self, s: &Section<'_, '_>) -> Option<Node> {
+        let name = match s.get("name") {
+            Some(v) => self.name(v),
+            None => match hostname() {
+                Some(name) => Some(name),
+                None => {
+                    self.error(
+                        s.at.clone(),
+                        "node.name: the host name cannot be read; set name in [node]".into(),
+                    );
+                    None
+                }
+            },
+        };
+        let management_ip = match s.get("management_ip") {
+            Some(v) => self.ipv4("node.management_ip", v).map(Some),
+            None => Some(None),
+        };
+        let capacity = match s.get("capacity") {
+            Some(v) => self.capacity(v).map(Some),
+            None => Some(None),
+        };
+        Some(Node {
+            name: name?,
+            management_ip: management_ip?,
+            capacity: capacity?,
+        })
+    }
+
+    fn name(&mut self, v: &Value<'_>) -> Option<String> {
+        const RULE: &str = "must be 1 to 64 characters without spaces or control characters";
+        let name = self.string("node.name", v, RULE)?;
+        let ok = !name.is_empty()
+            && name.chars().count() <= 64
+            && !name.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !ok {
+            self.bad("node.name", v, RULE);
+            return None;
+        }
+        Some(name.to_string())
+    }
+
+    fn capacity(&mut self, v: &Value<'_>) -> Option<f64> {
+        const RULE: &str = "must be a finite number > 0 (relative to the other nodes)";
+        let value = match v.get_ref() {
+            DeValue::Float(f) => f.as_str().parse::<f64>().unwrap_or(f64::NAN),
+            DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
+                .map(|n| n as f64)
+                .unwrap_or(f64::NAN),
+            _ => f64::NAN,
+        };
+        if value.is_finite() && value > 0.0 {
+            Some(value)
+        } else {
+            self.bad("node.capacity", v, RULE);
+            None
+        }
+    }
+
+    fn ha(&mut self, s: &Section<'_, '_>, management_ip: Option<Ipv4Addr>) -> Option<Ha> {
+        let interface = match s.get("interface") {
+            Some(v) => self.interface(v),
+            None => Some("eth0".to_string()),
+        };
+        let virtual_ip = match s.get("virtual_ip") {
+            Some(v) => self.ipv4("ha.virtual_ip", v).and_then(|vip| {
+                if Some(vip) == management_ip {
+                    self.bad(
+                        "ha.virtual_ip",
+                        v,
+                        "must differ from node.management_ip (each node keeps its own address; \
+                         the VIP moves between nodes)",
+                    );
+                    None
+                } else {
+                    Some(vip)
+                }
+            }),
+            None => {
+                self.required(
+                    s,
+                    "virtual_ip",
+                    "the address clients use, shared by the group, e.g. virtual_ip = \"10.10.74.74\"",
+                );
+                None
+            }
+        };
+        let id = |cx: &mut Self, key: &str, name: &str| -> Option<u8> {
+            match s.get(key) {
+                Some(v) => cx
+                    .int_in(name, v, 1..=255, "must be 1..=255")
+                    .map(|n| n as u8),
+                None => Some(51),
+            }
+        };
+        let virtual_router_id = id(self, "virtual_router_id", "ha.virtual_router_id");
+        let lb_id = id(self, "lb_id", "ha.lb_id");
+        let priority = match s.get("priority") {
+            Some(v) => self
+                .int_in(
+                    "ha.priority",
+                    v,
+                    0..=254,
+                    "must be 0..=254 (255 is reserved for the address owner; \
+                     1..=254 makes a director candidate, 0 a scanning node only)",
+                )
+                .map(|n| n as u8),
+            None => {
+                self.required(
+                    s,
+                    "priority",
+                    "choose 1..=254 for a director candidate (the highest wins) \
+                     or 0 for a scanning node only",
+                );
+                None
+            }
+        };
+        let preempt = match s.get("preempt") {
+            Some(v) => self.boolean("ha.preempt", v),
+            None => Some(true),
+        };
+        let vrrp_version = match s.get("vrrp_version") {
+            Some(v) => match self.int_in("ha.vrrp_version", v, 2..=3, "must be 2 or 3") {
+                Some(2) => Some(Version::V2),
+                Some(_) => Some(Version::V3),
+                None => None,
+            },
+            None => Some(Version::V3),
+        };
+        let advert_interval_ms = match (s.get("advert_interval_ms"), vrrp_version) {
+            (None, _) => Some(1000),
+            // Without a valid version we cannot know the rule; the version error stands alone.
+            (Some(_), None) => None,
+            (Some(v), Some(version)) => self.advert_interval(v, version),
+        };
+        let vrrp_checksum = match s.get("vrrp_checksum") {
+            Some(v) => {
+                const RULE: &str = "must be \"pseudo-header\" or \"vrrp-only\"";
+                match self.string("ha.vrrp_checksum", v, RULE) {
+                    Some("pseudo-header") => Some(ChecksumMode::PseudoHeader),
+                    Some("vrrp-only") => Some(ChecksumMode::VrrpOnly),
+                    Some(_) => {
+                        self.bad("ha.vrrp_checksum", v, RULE);
+                        None
+                    }
+                    None => None,
+                }
+            }
+            None => Some(ChecksumMode::PseudoHeader),
+        };
+        let port_redirects = match s.get("port_redirects") {
+            Some(v) => self.port_redirects(v),
+            None => Some(Vec::new()),
+        };
+        let sticky_idle_s = match s.get("sticky_idle_s") {
+            Some(v) => self
+                .int_in("ha.sticky_idle_s", v, 1..=86400, "must be 1..=86400")
+                .map(|n| n as u32),
+            None => Some(300),
+        };
+        let mode = match s.get("mode") {
+            Some(v) => {
+                const RULE: &str = "must be \"direct\" or \"nat\"";
+                match self.string("ha.mode", v, RULE) {
+                    Some("direct") => Some(Mode::Direct),
+                    Some("nat") => Some(Mode::Nat),
+                    Some(_) => {
+                        self.bad("ha.mode", v, RULE);
+                        None
+                    }
+                    None => None,
+                }
+            }
+            None => Some(Mode::Direct),
+        };
+        Some(Ha {
+            interface: interface?,
+            virtual_ip: virtual_ip?,
+            virtual_router_id: virtual_router_id?,
+            lb_id: lb_id?,
+            priority: priority?,
+            advert_interval_ms: advert_interval_ms?,
+            preempt: preempt?,
+            vrrp_version: vrrp_version?,
+            vrrp_checksum: vrrp_checksum?,
+            port_redirects: port_redirects?,
+            sticky_idle_s: sticky_idle_s?,
+            mode: mode?,
+        })
+    }
+
+    fn interface(&mut self, v: &Value<'_>) -> Option<String> {
+        // The kernel's dev_valid_name(): 1..=15 bytes, not "." or "..", no '/', ':' or space.
+        const RULE: &str =
+            "must be an interface name of 1 to 15 characters without '/', ':' or spaces";
+        let name = self.string("ha.interface", v, RULE)?;
+        let ok = !name.is_empty()
+            && name.len() <= 15
+            && name != "."
+            && name != ".."
+            && !name
+                .chars()
+                .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+        if !ok {
+            self.bad("ha.interface", v, RULE);
+            return None;
+        }
+        Some(name.to_string())
+    }
+
+    fn advert_interval(&mut self, v: &Value<'_>, version: Version) -> Option<u32> {
+        // v3 carries centiseconds in 12 bits (RFC 9568 §5.2.7); v2 whole seconds in 8 bits
+        // (RFC 3768 §5.3.7).
+        let (step, range, rule) = match version {
+            Version::V3 => (10, 10..=40950, "must be a multiple of 10 in 10..=40950"),
+            Version::V2 => (
+                1000,
+                1000..=255000,
+                "must be a multiple of 1000 in 1000..=255000 with vrrp_version = 2",
+            ),
+        };
+        let ms = self.int_in("ha.advert_interval_ms", v, range, rule)?;
+        if ms % step != 0 {
+            self.bad("ha.advert_interval_ms", v, rule);
+            return None;
+        }
+        Some(ms as u32)
+    }
+
+    fn port_redirects(&mut self, v: &Value<'_>) -> Option<Vec<PortRedirect>> {
+        let DeValue::Array(items) = v.get_ref() else {
+            self.bad(
+                "ha.port_redirects",
+                v,
+                "must be a list of ports or { port = N, to = M } tables, e.g. [9090, 2121]",
+            );
+            return None;
+        };
+        let mut out: Vec<PortRedirect> = Vec::new();
+        let mut first_index: Vec<usize> = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let key = format!("ha.port_redirects[{i}]");
+            let Some((redirect, port_value)) = self.port_redirect(&key, item) else {
+                ok = false;
+                continue;
+            };
+            if let Some(j) = out.iter().position(|r| r.port == redirect.port) {
+                let shown = if matches!(item.get_ref(), DeValue::Table(_)) {
+                    format!("{key}.port")
+                } else {
+                    key
+                };
+                self.bad(
+                    &shown,
+                    port_value,
+                    format_args!(
+                        "duplicate port (also ha.port_redirects[{}]); redirect each port once",
+                        first_index[j]
+                    ),
+                );
+                ok = false;
+                continue;
+            }
+            out.push(redirect);
+            first_index.push(i);
+        }
+        ok.then_some(out)
+    }
+
+    /// One entry: `9090` or `{ port = 80, to = 9090 }` (`to` defaults to `port`). Returns
+    /// the redirect and the value holding its original port (for duplicate errors).
+    fn port_redirect<'a, 'i>(
+        &mut self,
+        key: &str,
+        item: &'a Value<'i>,
+    ) -> Option<(PortRedirect, &'a Value<'i>)> {
+        const PORT: &str = "must be 1..=65535";
+        match item.get_ref() {
+            DeValue::Integer(_) => {
+                let port = self.int_in(key, item, 1..=65535, PORT)? as u16;
+                Some((PortRedirect { port, to: port }, item))
+            }
+            DeValue::Table(table) => {
+                let clean = self.unknown_keys(table, key, key, REDIRECT_KEYS);
+                let port_key = format!("{key}.port");
+                let Some(port_value) = table.get("port") else {
+                    self.error(
+                        item.span(),
+                        format!("{port_key} is required, e.g. {{ port = 80, to = 9090 }}"),
+                    );
+                    return None;
+                };
+                let port = self.int_in(&port_key, port_value, 1..=65535, PORT);
+                let to = match table.get("to") {
+                    Some(v) => self.int_in(&format!("{key}.to"), v, 1..=65535, PORT),
+                    None => port,
+                };
+                if !clean {
+                    return None;
+                }
+                Some((
+                    PortRedirect {
+                        port: port? as u16,
+                        to: to? as u16,
+                    },
+                    port_value,
+                ))
+            }
+            _ => {
+                self.bad(
+                    key,
+                    item,
+                    "must be a port (1..=65535) or { port = N, to = M }",
+                );
+                None
+            }
+        }
+    }
+
+    fn control(&mut self, s: &Section<'_, '_>) -> Option<Control> {
+        let Some(v) = s.get("socket") else {
+            return Some(Control {
+                socket: PathBuf::from(DEFAULT_SOCKET),
+            });
+        };
+        const RULE: &str = "must be an absolute path such as \"/run/proxyha/control.sock\"";
+        let path = self.string("control.socket", v, RULE)?;
+        if !path.starts_with('/') || path.ends_with('/') {
+            self.bad("control.socket", v, RULE);
+            return None;
+        }
+        if path.len() > MAX_SOCKET_PATH {
+            self.bad(
+                "control.socket",
+                v,
+                format_args!(
+                    "must be at most {MAX_SOCKET_PATH} bytes (the Unix socket path limit)"
+                ),
+            );
+            return None;
+        }
+        Some(Control {
+            socket: PathBuf::from(path),
+        })
+    }
+
+    fn log(&mut self, s: &Section<'_, '_>) -> Option<Log> {
+        let target = match s.get("target") {
+            Some(v) => {
+                const RULE: &str = "must be \"syslog\", \"stderr\" or \"file:/absolute/path\"";
+                match self.string("log.target", v, RULE) {
+                    Some("syslog") => Some(LogTarget::Syslog),
+                    Some("stderr") => Some(LogTarget::Stderr),
+                    Some(other) => match other.strip_prefix("file:") {
+                        Some(path) if path.starts_with('/') && !path.ends_with('/') => {
+                            Some(LogTarget::File(PathBuf::from(path)))
+                        }
+                        _ => {
+                            self.bad("log.target", v, RULE);
+                            None
+                        }
+                    },
+                    None => None,
+                }
+            }
+            None => Some(LogTarget::Syslog),
+        };
+        let level = match s.get("level") {
+            Some(v) => {
+                const RULE: &str = "must be \"error\", \"warn\", \"info\", \"debug\" or \"trace\"";
+                match self.string("log.level", v, RULE) {
+                    Some("error") => Some(LevelFilter::Error),
+                    Some("warn") => Some(LevelFilter::Warn),
+                    Some("info") => Some(LevelFilter::Info),
+                    Some("debug") => Some(LevelFilter::Debug),
+                    Some("trace") => Some(LevelFilter::Trace),
+                    Some(_) => {
+                        self.bad("log.level", v, RULE);
+                        None
+                    }
+                    None => None,
+                }
+            }
+            None => Some(LevelFilter::Info),
+        };
+        Some(Log {
+            target: target?,
+            level: level?,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+/// The 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |at| at + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+/// A short TOML-like rendering of a value for messages.
+fn show(value: &DeValue<'_>) -> String {
+    const MAX: usize = 60;
+    let mut out = String::new();
+    render(value, &mut out);
+    if out.chars().count() > MAX {
+        let cut: String = out.chars().take(MAX - 3).collect();
+        return format!("{cut}...");
+    }
+    out
+}
+
+fn render(value: &DeValue<'_>, out: &mut String) {
+    use std::fmt::Write as _;
+    match value {
+        DeValue::String(s) => {
+            let _ = write!(out, "{:?}", s.as_ref());
+        }
+        DeValue::Integer(i) => {
+            let _ = write!(out, "{i}");
+        }
+        DeValue::Float(f) => out.push_str(f.as_str()),
+        DeValue::Boolean(b) => {
+            let _ = write!(out, "{b}");
+        }
+        DeValue::Datetime(d) => {
+            let _ = write!(out, "{d}");
+        }
+        DeValue::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                render(item.get_ref(), out);
+            }
+            out.push(']');
+        }
+        DeValue::Table(table) => {
+            out.push_str("{ ");
+            for (i, (key, item)) in table.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(key.get_ref());
+                out.push_str(" = ");
+                render(item.get_ref(), out);
+            }
+            out.push_str(" }");
+        }
+    }
+}
+
+/// " (did you mean X?)" when an allowed name is within two edits of `name`.
+fn suggest(name: &str, allowed: &[&str]) -> String {
+    allowed
+        .iter()
+        .map(|candidate| (edit_distance(name, candidate), *candidate))
+        .filter(|(distance, _)| *distance <= (name.chars().count() / 3).max(1))
+        .min()
+        .map(|(_, candidate)| format!(" (did you mean {candidate}?)"))
+        .unwrap_or_default()
+}
+
+/// Optimal string alignment distance: edits, with a swap of neighbours counted as one.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// The host name, for the default `node.name`.
+fn hostname() -> Option<String> {
+    let valid = |name: String| {
+        let name = name.trim().to_string();
+        (!name.is_empty()).then_some(name)
+    };
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .and_then(valid)
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .and_then(valid)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[ha]\nvirtual_ip = \"10.10.74.74\"\npriority = 99\n";
+
+    fn parse(text: &str) -> Config {
+        match Config::parse(text, "proxyha.toml") {
+            Ok(config) => config,
+            Err(err) => panic!("expected a valid config, got:\n{err}"),
+        }
+    }
+
+    /// The full error text for `text`.
+    fn error(text: &str) -> String {
+        match Config::parse(text, "proxyha.toml") {
+            Ok(config) => panic!("expected an error, got {config:?}"),
+            Err(err) => err.to_string(),
+        }
+    }
+
+    /// `MINIMAL` with `line` added to [ha]; the error for it (line 4).
+    fn ha_error(line: &str) -> String {
+        error(&format!("{MINIMAL}{line}\n"))
+    }
+
+    #[test]
+    fn defaults() {
+        let config = parse(MINIMAL);
+        assert_eq!(config.node.name, hostname().unwrap_or_default());
+        assert!(!config.node.name.is_empty());
+        assert_eq!(config.node.management_ip, None);
+        assert_eq!(config.node.capacity, None);
+        let ha = &config.ha;
+        assert_eq!(ha.interface, "eth0");
+        assert_eq!(ha.virtual_ip, Ipv4Addr::new(10, 10, 74, 74));
+        assert_eq!(ha.virtual_router_id, 51);
+        assert_eq!(ha.lb_id, 51);
+        assert_eq!(ha.priority, 99);
+        assert_eq!(ha.advert_interval_ms, 1000);
+        assert_eq!(config.advert_interval(), Duration::from_secs(1));
+        assert!(ha.preempt);
+        assert_eq!(ha.vrrp_version, Version::V3);
+        assert_eq!(ha.vrrp_checksum, ChecksumMode::PseudoHeader);
+        assert_eq!(ha.port_redirects, vec![]);
+        assert_eq!(ha.sticky_idle_s, 300);
+        assert_eq!(ha.mode, Mode::Direct);
+        assert_eq!(config.control.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(config.log.target, LogTarget::Syslog);
+        assert_eq!(config.log.level, LevelFilter::Info);
+    }
+
+    #[test]
+    fn every_key_set() {
+        let config = parse(
+            r#"
+[node]
+name = "jupiter"
+management_ip = "10.10.74.70"
+capacity = 2
+
+[ha]
+interface = "bond0"
+virtual_ip = "10.10.74.74"
+virtual_router_id = 52
+lb_id = 53
+priority = 0
+advert_interval_ms = 2000
+preempt = false
+vrrp_version = 2
+vrrp_checksum = "vrrp-only"
+port_redirects = [9090, { port = 80, to = 9091 }, { port = 2121 }]
+sticky_idle_s = 60
+mode = "nat"
+
+[control]
+socket = "/tmp/p.sock"
+
+[log]
+target = "file:/var/log/proxyha.log"
+level = "debug"
+"#,
+        );
+        assert_eq!(
+            config,
+            Config {
+                node: Node {
+                    name: "jupiter".into(),
+                    management_ip: Some(Ipv4Addr::new(10, 10, 74, 70)),
+                    capacity: Some(2.0),
+                },
+                ha: Ha {
+                    interface: "bond0".into(),
+                    virtual_ip: Ipv4Addr::new(10, 10, 74, 74),
+                    virtual_router_id: 52,
+                    lb_id: 53,
+                    priority: 0,
+                    advert_interval_ms: 2000,
+                    preempt: false,
+                    vrrp_version: Version::V2,
+                    vrrp_checksum: ChecksumMode::VrrpOnly,
+                    port_redirects: vec![
+                        PortRedirect {
+                            port: 9090,
+                            to: 9090
+                        },
+                        PortRedirect { port: 80, to: 9091 },
+                        PortRedirect {
+                            port: 2121,
+                            to: 2121
+                        },
+                    ],
+                    sticky_idle_s: 60,
+                    mode: Mode::Nat,
+                },
+                control: Control {
+                    socket: "/tmp/p.sock".into()
+                },
+                log: Log {
+                    target: LogTarget::File("/var/log/proxyha.log".into()),
+                    level: LevelFilter::Debug,
+                },
+            }
+        );
+        assert_eq!(config.advert_interval(), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn example_parses() {
+        let config = parse(example());
+        assert_eq!(config.node.name, "jupiter");
+        assert_eq!(config.ha.priority, 99);
+        assert_eq!(config.ha.port_redirects.len(), 2);
+    }
+
+    #[test]
+    fn brief_example_parses() {
+        // BRIEF §3, verbatim apart from the capacity float.
+        parse(
+            r#"
+[node]
+name = "jupiter"                 # default: hostname
+management_ip = "10.10.74.70"    # this node's address on the HA interface
+capacity = 2.0                   # optional relative capacity; default: number of CPUs
+
+[ha]
+interface = "eth0"               # default eth0; may be a bond
+virtual_ip = "10.10.74.74"
+virtual_router_id = 51           # 1..=255, default 51
+lb_id = 51                       # 1..=255, default 51
+priority = 99                    # 1..=254 director candidate; 0 = scanning only
+advert_interval_ms = 1000        # 10..=40950, multiple of 10
+preempt = true
+vrrp_version = 3                 # 3 (default) or 2
+port_redirects = [9090, 2121]    # or [{ port = 80, to = 9090 }]
+sticky_idle_s = 300
+mode = "direct"                  # "direct" (default) or "nat"
+
+[control]
+socket = "/run/proxyha/control.sock"
+
+[log]
+target = "syslog"                # "syslog" | "stderr" | "file:/path"
+"#,
+        );
+    }
+
+    #[test]
+    fn line_and_column_point_at_the_value() {
+        let text = "[node]\nname = \"x\"\n[ha]\nvirtual_router_id = 300\n";
+        let err = Config::parse(text, "proxyha.toml").unwrap_err();
+        let diagnostic = err
+            .diagnostics()
+            .iter()
+            .find(|d| d.message.starts_with("ha.virtual_router_id"))
+            .cloned();
+        assert_eq!(
+            diagnostic,
+            Some(Diagnostic {
+                line: 4,
+                column: 21,
+                message: "ha.virtual_router_id = 300: must be 1..=255".into()
+            })
+        );
+        assert!(
+            err.to_string()
+                .contains("proxyha.toml:4:21: ha.virtual_router_id = 300: must be 1..=255")
+        );
+        // Columns count characters, not bytes.
+        let text =
+            "[node]\nname = \"é\"\ncapacity = -1\n[ha]\nvirtual_ip = \"10.0.0.1\"\npriority = 1\n";
+        assert_eq!(
+            error(text),
+            "proxyha.toml:3:12: node.capacity = -1: must be a finite number > 0 (relative to the other nodes)"
+        );
+        assert_eq!(line_col("ab\ncé d", 7), (2, 4));
+        assert_eq!(line_col("ab", 99), (1, 3));
+    }
+
+    #[test]
+    fn ranges_and_formats() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "virtual_router_id = 300",
+                "proxyha.toml:4:21: ha.virtual_router_id = 300: must be 1..=255",
+            ),
+            (
+                "virtual_router_id = 0",
+                "proxyha.toml:4:21: ha.virtual_router_id = 0: must be 1..=255",
+            ),
+            (
+                "virtual_router_id = \"51\"",
+                "proxyha.toml:4:21: ha.virtual_router_id = \"51\": must be 1..=255 (an integer, without quotes)",
+            ),
+            (
+                "lb_id = -1",
+                "proxyha.toml:4:9: ha.lb_id = -1: must be 1..=255",
+            ),
+            (
+                "lb_id = 0x100",
+                "proxyha.toml:4:9: ha.lb_id = 0x100: must be 1..=255",
+            ),
+            (
+                "advert_interval_ms = 35",
+                "proxyha.toml:4:22: ha.advert_interval_ms = 35: must be a multiple of 10 in 10..=40950",
+            ),
+            (
+                "advert_interval_ms = 0",
+                "proxyha.toml:4:22: ha.advert_interval_ms = 0: must be a multiple of 10 in 10..=40950",
+            ),
+            (
+                "advert_interval_ms = 40960",
+                "proxyha.toml:4:22: ha.advert_interval_ms = 40960: must be a multiple of 10 in 10..=40950",
+            ),
+            (
+                "preempt = \"yes\"",
+                "proxyha.toml:4:11: ha.preempt = \"yes\": must be true or false",
+            ),
+            (
+                "vrrp_version = 4",
+                "proxyha.toml:4:16: ha.vrrp_version = 4: must be 2 or 3",
+            ),
+            (
+                "vrrp_checksum = \"none\"",
+                "proxyha.toml:4:17: ha.vrrp_checksum = \"none\": must be \"pseudo-header\" or \"vrrp-only\"",
+            ),
+            (
+                "sticky_idle_s = 0",
+                "proxyha.toml:4:17: ha.sticky_idle_s = 0: must be 1..=86400",
+            ),
+            (
+                "mode = \"dr\"",
+                "proxyha.toml:4:8: ha.mode = \"dr\": must be \"direct\" or \"nat\"",
+            ),
+            (
+                "interface = \"a-very-long-name0\"",
+                "proxyha.toml:4:13: ha.interface = \"a-very-long-name0\": must be an interface name of 1 to 15 characters without '/', ':' or spaces",
+            ),
+            (
+                "interface = \"eth0:1\"",
+                "proxyha.toml:4:13: ha.interface = \"eth0:1\": must be an interface name of 1 to 15 characters without '/', ':' or spaces",
+            ),
+            (
+                "port_redirects = 9090",
+                "proxyha.toml:4:18: ha.port_redirects = 9090: must be a list of ports or { port = N, to = M } tables, e.g. [9090, 2121]",
+            ),
+            (
+                "port_redirects = [0]",
+                "proxyha.toml:4:19: ha.port_redirects[0] = 0: must be 1..=65535",
+            ),
+            (
+                "port_redirects = [65536]",
+                "proxyha.toml:4:19: ha.port_redirects[0] = 65536: must be 1..=65535",
+            ),
+            (
+                "port_redirects = [\"80\"]",
+                "proxyha.toml:4:19: ha.port_redirects[0] = \"80\": must be a port (1..=65535) or { port = N, to = M }",
+            ),
+            (
+                "port_redirects = [{ port = 80, to = 0 }]",
+                "proxyha.toml:4:37: ha.port_redirects[0].to = 0: must be 1..=65535",
+            ),
+            (
+                "port_redirects = [{ to = 80 }]",
+                "proxyha.toml:4:19: ha.port_redirects[0].port is required, e.g. { port = 80, to = 9090 }",
+            ),
+            (
+                "port_redirects = [{ port = 80, too = 1 }]",
+                "proxyha.toml:4:32: unknown key ha.port_redirects[0].too (did you mean to?); allowed keys in ha.port_redirects[0]: port, to",
+            ),
+            (
+                "port_redirects = [9090, 2121, 9090]",
+                "proxyha.toml:4:31: ha.port_redirects[2] = 9090: duplicate port (also ha.port_redirects[0]); redirect each port once",
+            ),
+            (
+                "port_redirects = [80, { port = 80, to = 9090 }]",
+                "proxyha.toml:4:32: ha.port_redirects[1].port = 80: duplicate port (also ha.port_redirects[0]); redirect each port once",
+            ),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(ha_error(line), *expected, "for {line}");
+        }
+    }
+
+    #[test]
+    fn priority_rules() {
+        assert_eq!(
+            ha_error_replacing("priority = 99", "priority = 255"),
+            "proxyha.toml:3:12: ha.priority = 255: must be 0..=254 (255 is reserved for the address \
+             owner; 1..=254 makes a director candidate, 0 a scanning node only)"
+        );
+        assert_eq!(
+            error("[ha]\nvirtual_ip = \"10.0.0.1\"\n"),
+            "proxyha.toml:1:1: ha.priority is required in [ha]: choose 1..=254 for a director \
+             candidate (the highest wins) or 0 for a scanning node only"
+        );
+        assert_eq!(parse(&MINIMAL.replace("99", "0")).ha.priority, 0);
+        assert_eq!(parse(&MINIMAL.replace("99", "254")).ha.priority, 254);
+    }
+
+    fn ha_error_replacing(from: &str, to: &str) -> String {
+        error(&MINIMAL.replace(from, to))
+    }
+
+    #[test]
+    fn required_keys_point_at_the_section() {
+        assert_eq!(
+            error("[node]\nname = \"a\"\n\n[ha]\npriority = 1\n"),
+            "proxyha.toml:4:1: ha.virtual_ip is required in [ha]: the address clients use, shared \
+             by the group, e.g. virtual_ip = \"10.10.74.74\""
+        );
+        // No [ha] at all: both required keys, at 1:1.
+        let err = error("");
+        assert_eq!(err.lines().count(), 2, "{err}");
+        assert!(
+            err.lines().all(|l| l.starts_with("proxyha.toml:1:1: ha.")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            ha_error_replacing("\"10.10.74.74\"", "\"10.10.74\""),
+            "proxyha.toml:2:14: ha.virtual_ip = \"10.10.74\": must be an IPv4 address such as \"10.10.74.74\""
+        );
+        for (vip, why) in [
+            ("224.0.0.18", "multicast"),
+            ("0.0.0.0", "the unspecified address"),
+            ("127.0.0.1", "loopback"),
+            ("255.255.255.255", "broadcast"),
+            ("240.0.0.1", "reserved (240.0.0.0/4)"),
+        ] {
+            assert_eq!(
+                ha_error_replacing("10.10.74.74", vip),
+                format!(
+                    "proxyha.toml:2:14: ha.virtual_ip = \"{vip}\": must be a unicast IPv4 address, not {why}"
+                )
+            );
+        }
+        assert_eq!(
+            error(&format!(
+                "[node]\nmanagement_ip = \"10.10.74.74\"\n{MINIMAL}"
+            )),
+            "proxyha.toml:4:14: ha.virtual_ip = \"10.10.74.74\": must differ from node.management_ip \
+             (each node keeps its own address; the VIP moves between nodes)"
+        );
+        assert_eq!(
+            error(&format!("[node]\nmanagement_ip = 10\n{MINIMAL}")),
+            "proxyha.toml:2:17: node.management_ip = 10: must be an IPv4 address such as \"10.10.74.74\""
+        );
+    }
+
+    #[test]
+    fn node_section() {
+        for (line, expected) in [
+            (
+                "capacity = 0",
+                "proxyha.toml:2:12: node.capacity = 0: must be a finite number > 0 (relative to the other nodes)",
+            ),
+            (
+                "capacity = inf",
+                "proxyha.toml:2:12: node.capacity = inf: must be a finite number > 0 (relative to the other nodes)",
+            ),
+            (
+                "capacity = nan",
+                "proxyha.toml:2:12: node.capacity = nan: must be a finite number > 0 (relative to the other nodes)",
+            ),
+            (
+                "capacity = \"2\"",
+                "proxyha.toml:2:12: node.capacity = \"2\": must be a finite number > 0 (relative to the other nodes)",
+            ),
+            (
+                "name = \"\"",
+                "proxyha.toml:2:8: node.name = \"\": must be 1 to 64 characters without spaces or control characters",
+            ),
+            (
+                "name = \"a b\"",
+                "proxyha.toml:2:8: node.name = \"a b\": must be 1 to 64 characters without spaces or control characters",
+            ),
+        ] {
+            assert_eq!(
+                error(&format!("[node]\n{line}\n{MINIMAL}")),
+                expected,
+                "for {line}"
+            );
+        }
+        assert_eq!(
+            parse(&format!("[node]\ncapacity = 0.5\n{MINIMAL}"))
+                .node
+                .capacity,
+            Some(0.5)
+        );
+    }
+
+    #[test]
+    fn v2_interval_rule() {
+        let v2 = |ms: &str| format!("{MINIMAL}vrrp_version = 2\nadvert_interval_ms = {ms}\n");
+        assert_eq!(parse(&v2("1000")).ha.advert_interval_ms, 1000);
+        assert_eq!(parse(&v2("255000")).ha.advert_interval_ms, 255000);
+        for ms in ["100", "1500", "0", "256000"] {
+            assert_eq!(
+                error(&v2(ms)),
+                format!(
+                    "proxyha.toml:5:22: ha.advert_interval_ms = {ms}: must be a multiple of 1000 in \
+                     1000..=255000 with vrrp_version = 2"
+                )
+            );
+        }
+        // v3 accepts what v2 refuses.
+        assert_eq!(
+            parse(&format!("{MINIMAL}advert_interval_ms = 30\n"))
+                .ha
+                .advert_interval_ms,
+            30
+        );
+        assert_eq!(
+            parse(&format!("{MINIMAL}advert_interval_ms = 40950\n"))
+                .ha
+                .advert_interval_ms,
+            40950
+        );
+        // An invalid version hides the interval rule instead of guessing it.
+        let err = error(&format!(
+            "{MINIMAL}vrrp_version = 1\nadvert_interval_ms = 100\n"
+        ));
+        assert_eq!(
+            err,
+            "proxyha.toml:4:16: ha.vrrp_version = 1: must be 2 or 3"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_in_every_section() {
+        assert_eq!(
+            error(&format!("[node]\nnmae = \"x\"\n{MINIMAL}")),
+            "proxyha.toml:2:1: unknown key node.nmae (did you mean name?); allowed keys in [node]: \
+             name, management_ip, capacity"
+        );
+        assert_eq!(
+            ha_error("prority = 5"),
+            "proxyha.toml:4:1: unknown key ha.prority (did you mean priority?); allowed keys in [ha]: \
+             interface, virtual_ip, virtual_router_id, lb_id, priority, advert_interval_ms, preempt, \
+             vrrp_version, vrrp_checksum, port_redirects, sticky_idle_s, mode"
+        );
+        assert_eq!(
+            error(&format!("{MINIMAL}[control]\npath = \"/x\"\n")),
+            "proxyha.toml:5:1: unknown key control.path; allowed keys in [control]: socket"
+        );
+        assert_eq!(
+            error(&format!("{MINIMAL}[log]\nlevl = \"info\"\n")),
+            "proxyha.toml:5:1: unknown key log.levl (did you mean level?); allowed keys in [log]: \
+             target, level"
+        );
+        assert_eq!(
+            error(&format!("{MINIMAL}[vrrp]\n")),
+            "proxyha.toml:4:2: unknown section [vrrp]; allowed sections: node, ha, control, log"
+        );
+        assert_eq!(
+            error("ha = 1\n"),
+            "proxyha.toml:1:6: ha = 1: must be a table, written [ha] on a line of its own"
+        );
+    }
+
+    #[test]
+    fn control_and_log() {
+        for (text, expected) in [
+            (
+                "[control]\nsocket = \"run/x.sock\"",
+                "proxyha.toml:5:10: control.socket = \"run/x.sock\": must be an absolute path such as \"/run/proxyha/control.sock\"",
+            ),
+            (
+                "[log]\ntarget = \"file:log.txt\"",
+                "proxyha.toml:5:10: log.target = \"file:log.txt\": must be \"syslog\", \"stderr\" or \"file:/absolute/path\"",
+            ),
+            (
+                "[log]\ntarget = \"journal\"",
+                "proxyha.toml:5:10: log.target = \"journal\": must be \"syslog\", \"stderr\" or \"file:/absolute/path\"",
+            ),
+            (
+                "[log]\nlevel = \"verbose\"",
+                "proxyha.toml:5:9: log.level = \"verbose\": must be \"error\", \"warn\", \"info\", \"debug\" or \"trace\"",
+            ),
+        ] {
+            assert_eq!(error(&format!("{MINIMAL}{text}\n")), expected);
+        }
+        let long = format!("{MINIMAL}[control]\nsocket = \"/{}\"\n", "a".repeat(107));
+        assert!(error(&long).ends_with("must be at most 107 bytes (the Unix socket path limit)"));
+        let config = parse(&format!(
+            "{MINIMAL}[log]\ntarget = \"stderr\"\nlevel = \"trace\"\n"
+        ));
+        assert_eq!(config.log.target, LogTarget::Stderr);
+        assert_eq!(config.log.level, LevelFilter::Trace);
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        assert_eq!(
+            error("[node]\nname = \"x\"\n[ha\n"),
+            "proxyha.toml:3:4: invalid TOML: unclosed table, expected `]`"
+        );
+        assert!(
+            error("[ha]\npriority = 1\npriority = 2\n")
+                .starts_with("proxyha.toml:3:1: invalid TOML")
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_in_reading_order() {
+        let err =
+            error("[ha]\nvirtual_router_id = 0\nlb_id = 0\npriority = 300\nvirtual_ip = \"x\"\n");
+        let lines: Vec<&str> = err
+            .lines()
+            .map(|l| l.split(": ").next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "proxyha.toml:2:21",
+                "proxyha.toml:3:9",
+                "proxyha.toml:4:12",
+                "proxyha.toml:5:14"
+            ]
+        );
+    }
+
+    #[test]
+    fn load_names_the_path_and_the_fix() {
+        let err = Config::load(Path::new("/nonexistent/proxyha.toml")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "reading /nonexistent/proxyha.toml: No such file or directory; create it or pass \
+             --config PATH"
+        );
+    }
+}

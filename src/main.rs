@@ -1,1 +1,177 @@
-fn main() {}
+//! `proxyha`: the command line. Parses arguments, sets up logging, and hands over to the
+//! supervisor (`run`) or to a one-shot command.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use proxyha::config::{self, Config};
+use proxyha::status::{self, Request, Response};
+
+#[derive(Parser)]
+#[command(
+    name = "proxyha",
+    version,
+    about = "Proxy HA: VRRP failover and load sharing for web proxies"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the supervisor in the foreground (SIGTERM/SIGINT: leave the group cleanly)
+    Run {
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Show this node's view of the cluster
+    Status {
+        /// Print the status document as JSON
+        #[arg(long)]
+        json: bool,
+        /// Control socket of the supervisor [default: control.socket of the default config,
+        /// else /run/proxyha/control.sock]
+        #[arg(long)]
+        control: Option<PathBuf>,
+    },
+    /// Configuration tools
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print the version
+    Version,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file; exit 0 if valid, 1 if not
+    Check { path: PathBuf },
+    /// Print a commented example configuration
+    Example,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => run(&config),
+        Command::Status { json, control } => status(json, control),
+        Command::Config {
+            command: ConfigCommand::Check { path },
+        } => match Config::load(&path) {
+            Ok(_) => {
+                println!("{}: ok", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Config {
+            command: ConfigCommand::Example,
+        } => {
+            print!("{}", config::example());
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("proxyha {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+fn run(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = proxyha::logging::init(&config.log.target, config.log.level) {
+        eprintln!("{e}");
+        return ExitCode::from(2);
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        let shutdown = shutdown_signal()?;
+        proxyha::daemon::run(config, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("proxyha: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on the first SIGTERM or SIGINT. Handlers are installed before returning,
+/// so a signal that arrives during start-up is not lost.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, proxyha::daemon::DaemonError>
+{
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+fn status(json: bool, control: Option<PathBuf>) -> ExitCode {
+    let socket = control.unwrap_or_else(|| {
+        Config::load(Path::new(config::DEFAULT_PATH))
+            .map(|c| c.control.socket)
+            .unwrap_or_else(|_| PathBuf::from(config::DEFAULT_SOCKET))
+    });
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(status::request(&socket, &Request::Status)) {
+        Ok(Response::Status(s)) => {
+            if json {
+                match serde_json::to_string_pretty(&s) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => {
+                        eprintln!("encoding status: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                print!("{}", status::render_table(&s));
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Response::Error(e)) => {
+            eprintln!("proxyha: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("proxyha: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,625 @@
-//! (in progress)
+//! What `proxyha status` shows (BRIEF §3), and the control protocol that carries it.
+//!
+//! The protocol is one JSON object per line over the Unix control socket: the client sends
+//! `{"cmd":"status"}`, the daemon answers `{"status":{...}}` or `{"error":"..."}` and closes.
+//! Line-delimited JSON keeps it debuggable with `socat - UNIX-CONNECT:/run/proxyha/control.sock`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use crate::config::io_reason;
+
+/// A node's view of its VRRP instance; `proxyha status --json` prints it as is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// `node.name`.
+    pub name: String,
+    /// Software version of the daemon.
+    pub version: String,
+    /// The HA interface.
+    pub interface: String,
+    /// `node.management_ip`, if configured.
+    pub management_ip: Option<Ipv4Addr>,
+    /// "init" | "backup" | "master" | "fault" | "scanning".
+    pub state: String,
+    pub priority: u8,
+    pub vrid: u8,
+    pub lb_id: u8,
+    pub vip: Ipv4Addr,
+    /// The VIP is configured on this node's interface.
+    pub vip_owner: bool,
+    /// The current master (this node's address when master), null if unknown.
+    pub master: Option<Ipv4Addr>,
+    pub master_priority: Option<u8>,
+    /// The interval in use: our own as master, the master's (adopted) as backup.
+    pub advert_interval_ms: u64,
+    /// 2 or 3.
+    pub vrrp_version: u8,
+    pub preempt: bool,
+    pub link_up: bool,
+    /// Seconds spent in the current state.
+    pub state_since_s: f64,
+    /// Seconds since the daemon started.
+    pub uptime_s: f64,
+    /// Every named counter, zero or not (rx_adverts, tx_adverts, discard_*, ...).
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// The state as an administrator reads it: MASTER (director), BACKUP, FAULT, ...
+fn state_label(state: &str) -> String {
+    match state {
+        "master" => "MASTER (director)".to_string(),
+        other => other.to_ascii_uppercase(),
+    }
+}
+
+/// "12.3s", "3m 12s", "1h 02m", "2d 03h".
+fn human_duration(secs: f64) -> String {
+    if !secs.is_finite() || secs < 0.0 {
+        return "?".to_string();
+    }
+    if secs < 60.0 {
+        return format!("{secs:.1}s");
+    }
+    let s = secs as u64;
+    match s {
+        0..3600 => format!("{}m {:02}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// The table `proxyha status` prints: one "label  value" row per item, labels aligned.
+pub fn render_table(status: &Status) -> String {
+    let mut rows: Vec<(&str, String)> = Vec::new();
+    let address = match status.management_ip {
+        Some(ip) => format!("{ip} on {}", status.interface),
+        None => format!("on {}", status.interface),
+    };
+    rows.push(("node", format!("{} ({address})", status.name)));
+    rows.push((
+        "state",
+        format!(
+            "{} for {}",
+            state_label(&status.state),
+            human_duration(status.state_since_s)
+        ),
+    ));
+    let owned = if status.vip_owner {
+        "owned here"
+    } else {
+        "not here"
+    };
+    rows.push(("vip", format!("{} ({owned})", status.vip)));
+    let is_self = status.state == "master"
+        || (status.master.is_some() && status.master == status.management_ip);
+    let master = match (status.master, status.master_priority) {
+        (None, _) => "unknown".to_string(),
+        (Some(ip), priority) => {
+            let mut notes = Vec::new();
+            if is_self {
+                notes.push("this node".to_string());
+            }
+            if let Some(priority) = priority {
+                notes.push(format!("priority {priority}"));
+            }
+            if notes.is_empty() {
+                ip.to_string()
+            } else {
+                format!("{ip} ({})", notes.join(", "))
+            }
+        }
+    };
+    rows.push(("master", master));
+    let priority = match status.priority {
+        0 => "0 (scanning only, never director)".to_string(),
+        p => p.to_string(),
+    };
+    rows.push(("priority", priority));
+    rows.push(("vrid", status.vrid.to_string()));
+    rows.push(("lb_id", status.lb_id.to_string()));
+    rows.push((
+        "advert interval",
+        format!("{} ms", status.advert_interval_ms),
+    ));
+    rows.push(("vrrp version", status.vrrp_version.to_string()));
+    rows.push(("preempt", yes_no(status.preempt).to_string()));
+    rows.push((
+        "link",
+        if status.link_up { "up" } else { "DOWN" }.to_string(),
+    ));
+    rows.push(("uptime", human_duration(status.uptime_s)));
+    let count = |name: &str| status.counters.get(name).copied().unwrap_or(0);
+    rows.push((
+        "adverts",
+        format!("rx {}, tx {}", count("rx_adverts"), count("tx_adverts")),
+    ));
+    let nonzero = |discard: bool| -> Vec<String> {
+        status
+            .counters
+            .iter()
+            .filter(|(name, n)| {
+                **n > 0
+                    && name.starts_with("discard_") == discard
+                    && !matches!(name.as_str(), "rx_adverts" | "tx_adverts")
+            })
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect()
+    };
+    push_list(&mut rows, "discards", nonzero(true));
+    let events = nonzero(false);
+    if !events.is_empty() {
+        push_list(&mut rows, "events", events);
+    }
+    rows.push(("version", status.version.clone()));
+
+    let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (label, value) in rows {
+        let _ = writeln!(out, "{label:<width$}  {value}");
+    }
+    out
+}
+
+/// One item per row under `label`, "none" if empty.
+fn push_list(rows: &mut Vec<(&'static str, String)>, label: &'static str, items: Vec<String>) {
+    if items.is_empty() {
+        rows.push((label, "none".to_string()));
+    }
+    for (i, item) in items.into_iter().enumerate() {
+        rows.push((if i == 0 { label } else { "" }, item));
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+// ---------------------------------------------------------------------------------------
+// Control protocol
+
+/// A request line: `{"cmd":"status"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+}
+
+/// A response line: `{"status":{...}}` or `{"error":"..."}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    Status(Status),
+    Error(String),
+}
+
+/// How long `request` waits for connect, send and answer together.
+pub const TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest line either side accepts.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// Why a control request failed; each names the socket and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("connecting to {}: {}; {}", socket.display(), io_reason(source), connect_hint(source))]
+    Connect { socket: PathBuf, source: io::Error },
+    #[error("{op} {}: {}; check the log of proxyha run", socket.display(), io_reason(source))]
+    Io {
+        socket: PathBuf,
+        op: &'static str,
+        source: io::Error,
+    },
+    #[error(
+        "{} closed the connection without answering; check the log of proxyha run",
+        socket.display()
+    )]
+    Closed { socket: PathBuf },
+    #[error(
+        "no answer from {} within {} ms; proxyha run may be stuck, check its log",
+        socket.display(), timeout.as_millis()
+    )]
+    Timeout { socket: PathBuf, timeout: Duration },
+    #[error(
+        "unreadable answer from {}: {source}; are proxyha and proxyha run the same version?",
+        socket.display()
+    )]
+    Decode {
+        socket: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+fn connect_hint(err: &io::Error) -> &'static str {
+    match err.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+            "is proxyha run started? (see --control)"
+        }
+        io::ErrorKind::PermissionDenied => "run as root",
+        _ => "check the path given with --control",
+    }
+}
+
+/// `value` as one JSON line, newline included.
+pub fn encode_line<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut line = serde_json::to_vec(value).unwrap_or_else(|e| {
+        // Only maps with non-string keys fail to encode; none of our types have them. Still,
+        // answer with something the peer can parse rather than panic in the daemon.
+        let fallback = serde_json::json!({ "error": format!("encoding the answer: {e}") });
+        fallback.to_string().into_bytes()
+    });
+    line.push(b'\n');
+    line
+}
+
+/// One JSON line (the trailing newline may be present or not).
+pub fn decode_line<T: DeserializeOwned>(line: &[u8]) -> Result<T, serde_json::Error> {
+    serde_json::from_slice(line)
+}
+
+/// Reads one line of at most [`MAX_LINE`] bytes; `Ok(None)` at end of stream. A last line
+/// without its newline still counts.
+pub async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> io::Result<Option<Vec<u8>>> {
+    let mut line = Vec::new();
+    let limit = MAX_LINE as u64 + 1;
+    (&mut *reader)
+        .take(limit)
+        .read_until(b'\n', &mut line)
+        .await?;
+    if line.is_empty() {
+        return Ok(None);
+    }
+    if line.last() != Some(&b'\n') && line.len() > MAX_LINE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("line longer than {MAX_LINE} bytes"),
+        ));
+    }
+    Ok(Some(line))
+}
+
+/// Sends `req` to the daemon at `socket` and returns its answer, within [`TIMEOUT`].
+pub async fn request(socket: &Path, req: &Request) -> Result<Response, ControlError> {
+    request_within(socket, req, TIMEOUT).await
+}
+
+async fn request_within(
+    socket: &Path,
+    req: &Request,
+    timeout: Duration,
+) -> Result<Response, ControlError> {
+    match tokio::time::timeout(timeout, exchange(socket, req)).await {
+        Ok(result) => result,
+        Err(_) => Err(ControlError::Timeout {
+            socket: socket.to_path_buf(),
+            timeout,
+        }),
+    }
+}
+
+async fn exchange(socket: &Path, req: &Request) -> Result<Response, ControlError> {
+    let io_error = |op: &'static str| {
+        move |source| ControlError::Io {
+            socket: socket.to_path_buf(),
+            op,
+            source,
+        }
+    };
+    let mut stream = UnixStream::connect(socket)
+        .await
+        .map_err(|source| ControlError::Connect {
+            socket: socket.to_path_buf(),
+            source,
+        })?;
+    stream
+        .write_all(&encode_line(req))
+        .await
+        .map_err(io_error("sending to"))?;
+    let mut reader = BufReader::new(stream);
+    let closed = || ControlError::Closed {
+        socket: socket.to_path_buf(),
+    };
+    let line = match read_line(&mut reader).await {
+        Ok(Some(line)) => line,
+        Ok(None) => return Err(closed()),
+        // The daemon hung up before reading all we sent: same meaning as a plain close.
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Err(closed()),
+        Err(e) => return Err(io_error("reading from")(e)),
+    };
+    decode_line(&line).map_err(|source| ControlError::Decode {
+        socket: socket.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::UnixListener;
+
+    fn sample() -> Status {
+        let counters = [
+            ("rx_adverts", 1234),
+            ("tx_adverts", 0),
+            ("became_master", 0),
+            ("discard_ttl", 3),
+            ("discard_checksum", 1),
+            ("discard_vrid", 0),
+            ("vip_mismatch", 0),
+        ];
+        Status {
+            name: "jupiter".into(),
+            version: "0.1.0".into(),
+            interface: "eth0".into(),
+            management_ip: Some(Ipv4Addr::new(10, 10, 74, 70)),
+            state: "backup".into(),
+            priority: 89,
+            vrid: 51,
+            lb_id: 52,
+            vip: Ipv4Addr::new(10, 10, 74, 74),
+            vip_owner: false,
+            master: Some(Ipv4Addr::new(10, 10, 74, 71)),
+            master_priority: Some(99),
+            advert_interval_ms: 1000,
+            vrrp_version: 3,
+            preempt: true,
+            link_up: true,
+            state_since_s: 192.4,
+            uptime_s: 3725.0,
+            counters: counters
+                .iter()
+                .map(|(name, n)| (name.to_string(), *n))
+                .collect(),
+        }
+    }
+
+    fn scratch_socket(name: &str) -> PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("proxyha-status-{}-{name}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        path
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let status = sample();
+        let line = encode_line(&Response::Status(status.clone()));
+        assert_eq!(line.last(), Some(&b'\n'));
+        assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
+        let back: Response = decode_line(&line).unwrap_or(Response::Error("bad".into()));
+        assert_eq!(back, Response::Status(status));
+    }
+
+    #[test]
+    fn json_has_the_brief_fields() {
+        let value = serde_json::to_value(sample()).unwrap_or_default();
+        for field in [
+            "state",
+            "priority",
+            "vrid",
+            "lb_id",
+            "vip",
+            "vip_owner",
+            "master",
+            "advert_interval_ms",
+            "counters",
+        ] {
+            assert!(value.get(field).is_some(), "missing {field} in {value}");
+        }
+        assert_eq!(value["state"], "backup");
+        assert_eq!(value["vip"], "10.10.74.74");
+        assert_eq!(value["master"], "10.10.74.71");
+        assert_eq!(value["counters"]["discard_ttl"], 3);
+        let unknown = Status {
+            master: None,
+            ..sample()
+        };
+        assert!(serde_json::to_value(unknown).unwrap_or_default()["master"].is_null());
+    }
+
+    #[test]
+    fn protocol_lines() {
+        assert_eq!(encode_line(&Request::Status), b"{\"cmd\":\"status\"}\n");
+        assert_eq!(
+            decode_line::<Request>(b"{\"cmd\":\"status\"}\n").ok(),
+            Some(Request::Status)
+        );
+        assert!(decode_line::<Request>(b"{\"cmd\":\"reboot\"}").is_err());
+        assert_eq!(
+            encode_line(&Response::Error("no such command".into())),
+            b"{\"error\":\"no such command\"}\n"
+        );
+        let line = encode_line(&Response::Status(sample()));
+        assert!(line.starts_with(b"{\"status\":{\"name\":\"jupiter\""));
+    }
+
+    #[test]
+    fn table_shows_the_key_items() {
+        let table = render_table(&sample());
+        for item in [
+            "jupiter (10.10.74.70 on eth0)",
+            "BACKUP for 3m 12s",
+            "10.10.74.74 (not here)",
+            "10.10.74.71 (priority 99)",
+            "priority         89",
+            "vrid             51",
+            "lb_id            52",
+            "1000 ms",
+            "vrrp version     3",
+            "preempt          yes",
+            "link             up",
+            "uptime           1h 02m",
+            "adverts          rx 1234, tx 0",
+            "discards         discard_checksum 1\n                 discard_ttl 3\n",
+        ] {
+            assert!(table.contains(item), "missing {item:?} in\n{table}");
+        }
+        assert!(!table.contains("events"), "{table}");
+        assert!(!table.contains("discard_vrid"), "{table}");
+        // Every row: label padded to one width, two spaces, value.
+        assert!(
+            table.lines().all(|l| l.len() > 17 && &l[15..17] == "  "),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn table_for_a_master() {
+        let mut status = sample();
+        status.state = "master".into();
+        status.vip_owner = true;
+        status.master = status.management_ip;
+        status.master_priority = Some(89);
+        status.state_since_s = 4.25;
+        status.counters = [
+            ("rx_adverts".to_string(), 0),
+            ("became_master".to_string(), 1),
+        ]
+        .into_iter()
+        .collect();
+        let table = render_table(&status);
+        for item in [
+            "MASTER (director) for 4.2s",
+            "10.10.74.74 (owned here)",
+            "10.10.74.70 (this node, priority 89)",
+            "discards         none",
+            "events           became_master 1",
+        ] {
+            assert!(table.contains(item), "missing {item:?} in\n{table}");
+        }
+        status.state = "scanning".into();
+        status.priority = 0;
+        status.master = None;
+        status.link_up = false;
+        let table = render_table(&status);
+        for item in [
+            "SCANNING for",
+            "master           unknown",
+            "0 (scanning only",
+            "link             DOWN",
+        ] {
+            assert!(table.contains(item), "missing {item:?} in\n{table}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(human_duration(0.0), "0.0s");
+        assert_eq!(human_duration(59.94), "59.9s");
+        assert_eq!(human_duration(60.0), "1m 00s");
+        assert_eq!(human_duration(86_399.0), "23h 59m");
+        assert_eq!(human_duration(90_000.0), "1d 01h");
+        assert_eq!(human_duration(f64::NAN), "?");
+    }
+
+    #[tokio::test]
+    async fn request_round_trip() {
+        let path = scratch_socket("ok");
+        let listener = match UnixListener::bind(&path) {
+            Ok(listener) => listener,
+            Err(e) => panic!("binding {}: {e}", path.display()),
+        };
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.ok()?;
+            let mut stream = BufReader::new(stream);
+            let line = read_line(&mut stream).await.ok()??;
+            let req: Request = decode_line(&line).ok()?;
+            let answer = match req {
+                Request::Status => Response::Status(sample()),
+            };
+            stream
+                .get_mut()
+                .write_all(&encode_line(&answer))
+                .await
+                .ok()?;
+            Some(req)
+        });
+        let response = request(&path, &Request::Status).await;
+        assert_eq!(response.ok(), Some(Response::Status(sample())));
+        assert_eq!(server.await.ok().flatten(), Some(Request::Status));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn request_errors_name_the_socket_and_the_fix() {
+        let path = Path::new("/nonexistent/proxyha/control.sock");
+        let err = request(path, &Request::Status).await.err();
+        assert_eq!(
+            err.map(|e| e.to_string()).unwrap_or_default(),
+            "connecting to /nonexistent/proxyha/control.sock: No such file or directory; \
+             is proxyha run started? (see --control)"
+        );
+
+        // A daemon that accepts but never answers.
+        let path = scratch_socket("silent");
+        let listener = UnixListener::bind(&path).ok();
+        let err = request_within(&path, &Request::Status, Duration::from_millis(50))
+            .await
+            .err();
+        assert_eq!(
+            err.map(|e| e.to_string()).unwrap_or_default(),
+            format!(
+                "no answer from {} within 50 ms; proxyha run may be stuck, check its log",
+                path.display()
+            )
+        );
+
+        drop(listener);
+        let _ = std::fs::remove_file(&path);
+
+        // A daemon that hangs up without answering, then one that answers garbage.
+        for (name, answer, expected) in [
+            (
+                "hangup",
+                &b""[..],
+                "closed the connection without answering",
+            ),
+            ("garbage", &b"hello\n"[..], "unreadable answer from"),
+        ] {
+            let path = scratch_socket(name);
+            let listener = UnixListener::bind(&path).ok();
+            let accept = async {
+                if let Some(listener) = &listener {
+                    if let Ok((stream, _)) = listener.accept().await {
+                        let mut stream = BufReader::new(stream);
+                        let _ = read_line(&mut stream).await;
+                        let _ = stream.get_mut().write_all(answer).await;
+                    }
+                }
+            };
+            let (_, result) = tokio::join!(accept, request(&path, &Request::Status));
+            let text = result.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                text.contains(expected) && text.contains(&path.display().to_string()),
+                "{text}"
+            );
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
+    #[tokio::test]
+    async fn read_line_is_bounded() {
+        let long = vec![b'x'; MAX_LINE + 10];
+        let mut reader = BufReader::new(&long[..]);
+        let err = read_line(&mut reader).await.err();
+        assert_eq!(err.map(|e| e.kind()), Some(io::ErrorKind::InvalidData));
+        let mut reader = BufReader::new(&b"{}\nlast"[..]);
+        assert_eq!(
+            read_line(&mut reader).await.ok().flatten(),
+            Some(b"{}\n".to_vec())
+        );
+        assert_eq!(
+            read_line(&mut reader).await.ok().flatten(),
+            Some(b"last".to_vec())
+        );
+        assert_eq!(read_line(&mut reader).await.ok().flatten(), None);
+    }
+}

@@ -5,10 +5,10 @@
 //! v2:  |Ver|Type| VRID | Priority | Count |  |Auth Type| Adver Int (s) | Checksum |  IPv4 addr * Count  Auth data (8)
 //! ```
 //!
-//! Checksum policy is the caller's: RFC 9568 §5.2.8 computes the checksum over the VRRP
-//! message plus the IPv4 pseudo-header, and keepalived 2.2.7 and FRR do so; RFC 5798
-//! read literally, Cisco and Juniper leave the pseudo-header out. We emit either form
-//! ([`ChecksumMode`]) and accept both on receive.
+//! Checksum policy is the caller's: for IPv4 the VRRPv3 checksum is implemented two ways.
+//! keepalived 2.2.7 and FRR include the IPv4 pseudo-header; RFC 9568 §5.2.8 read for IPv4,
+//! Cisco and Juniper do not. We emit either form ([`ChecksumMode`], pseudo-header by default
+//! for keepalived interop) and accept both on receive.
 
 use std::fmt;
 use std::net::Ipv4Addr;

@@ -1,0 +1,137 @@
+//! The two sockets VRRP needs: a raw IP protocol-112 socket for adverts and an
+//! AF_PACKET socket for gratuitous ARP frames.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::num::NonZeroU32;
+
+use socket2::{Domain, Protocol, SockAddr, SockAddrStorage, Socket, Type};
+
+use crate::wire::{arp, vrrp};
+
+/// Raw IPv4 socket for IP protocol 112 on one interface.
+///
+/// Held as a tokio `UdpSocket`: tokio only registers the descriptor and issues plain
+/// `recv`/`sendto` calls, which are the same for a raw socket, and this avoids an
+/// unsafe `AsyncFd` registration.
+pub struct VrrpSocket {
+    sock: tokio::net::UdpSocket,
+    group: SocketAddr,
+}
+
+impl VrrpSocket {
+    /// Opens the socket as RFC 9568 §5.1.1 wants it: bound to the HA interface, joined to
+    /// 224.0.0.18 there, TTL 255, sourced from `primary`, and without multicast loopback (a
+    /// router must not hear itself; the core drops its own adverts anyway).
+    pub fn open(ifname: &str, ifindex: u32, primary: Ipv4Addr) -> io::Result<VrrpSocket> {
+        let ctx = |what: &str| {
+            let what = what.to_string();
+            move |e: io::Error| io::Error::new(e.kind(), format!("{what} on {ifname}: {e}"))
+        };
+        let sock = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(i32::from(vrrp::PROTOCOL))),
+        )
+        .map_err(ctx(
+            "opening raw IP protocol 112 socket (needs root or CAP_NET_RAW)",
+        ))?;
+        sock.bind_device(Some(ifname.as_bytes()))
+            .map_err(ctx("binding the VRRP socket"))?;
+        let index = NonZeroU32::new(ifindex)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "interface index 0"))?;
+        sock.join_multicast_v4_n(
+            &vrrp::MULTICAST_GROUP,
+            &socket2::InterfaceIndexOrAddress::Index(index.get()),
+        )
+        .map_err(ctx("joining 224.0.0.18"))?;
+        // Only deliver groups this socket joined, not those of every socket on the host.
+        sock.set_multicast_all_v4(false)
+            .map_err(ctx("setting IP_MULTICAST_ALL"))?;
+        sock.set_multicast_if_v4(&primary)
+            .map_err(ctx("setting the multicast source address"))?;
+        sock.set_multicast_ttl_v4(u32::from(vrrp::TTL))
+            .map_err(ctx("setting TTL 255"))?;
+        sock.set_ttl_v4(u32::from(vrrp::TTL))
+            .map_err(ctx("setting TTL 255"))?;
+        sock.set_multicast_loop_v4(false)
+            .map_err(ctx("disabling multicast loop"))?;
+        // Internetwork control precedence, as keepalived and routers mark VRRP.
+        sock.set_tos_v4(0xc0).map_err(ctx("setting TOS"))?;
+        sock.set_nonblocking(true)
+            .map_err(ctx("setting non-blocking mode"))?;
+        let group = SocketAddr::V4(SocketAddrV4::new(vrrp::MULTICAST_GROUP, 0));
+        let sock = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(sock))?;
+        Ok(VrrpSocket { sock, group })
+    }
+
+    /// Waits for a datagram (IPv4 header included, as raw sockets deliver it).
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.sock.recv(buf).await
+    }
+
+    /// Reads a datagram if one is queued, without waiting.
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        match self.sock.try_recv(buf) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends one VRRP message to 224.0.0.18; the kernel writes the IP header.
+    pub fn send(&self, payload: &[u8]) -> io::Result<()> {
+        self.sock.try_send_to(payload, self.group).map(|_| ())
+    }
+}
+
+/// Send-only AF_PACKET socket for gratuitous ARP. Protocol 0: it receives nothing.
+pub struct GarpSocket {
+    sock: Socket,
+    dest: SockAddr,
+}
+
+impl GarpSocket {
+    pub fn open(ifindex: u32) -> io::Result<GarpSocket> {
+        let sock = Socket::new(Domain::PACKET, Type::RAW, None).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("opening AF_PACKET socket for gratuitous ARP: {e}"),
+            )
+        })?;
+        sock.set_nonblocking(true)?;
+        Ok(GarpSocket {
+            sock,
+            dest: link_layer_broadcast(ifindex),
+        })
+    }
+
+    /// Sends `count` announcements of `vip` at `mac`, back to back as keepalived does.
+    pub fn announce(&self, mac: [u8; 6], vip: Ipv4Addr, count: usize) -> io::Result<()> {
+        let frame = arp::gratuitous(mac, vip);
+        for _ in 0..count {
+            self.sock.send_to(&frame, &self.dest)?;
+        }
+        Ok(())
+    }
+}
+
+/// `sockaddr_ll` for the Ethernet broadcast address on `ifindex`.
+fn link_layer_broadcast(ifindex: u32) -> SockAddr {
+    let mut storage = SockAddrStorage::zeroed();
+    let len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // SAFETY: SockAddrStorage is a sockaddr_storage, which is larger than and suitably
+    // aligned for sockaddr_ll; we write only within that struct's size.
+    #[allow(unsafe_code)]
+    let ll = unsafe { &mut *(&mut storage as *mut SockAddrStorage).cast::<libc::sockaddr_ll>() };
+    ll.sll_family = libc::AF_PACKET as libc::sa_family_t;
+    ll.sll_protocol = (arp::ETHERTYPE_ARP).to_be();
+    ll.sll_ifindex = ifindex as libc::c_int;
+    ll.sll_halen = 6;
+    ll.sll_addr[..6].fill(0xff);
+    // SAFETY: `storage` holds an initialised sockaddr_ll of length `len`.
+    #[allow(unsafe_code)]
+    unsafe {
+        SockAddr::new(storage, len)
+    }
+}
