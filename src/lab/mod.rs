@@ -302,12 +302,13 @@ impl Lab {
         self.hosts.iter().find(|h| h.name == name)
     }
 
-    /// The hosts whose `eth0` currently holds the VIP.
+    /// The hosts that serve the VIP: it is on their `eth0` and `eth0` is up. (A crashed
+    /// node whose link is down may still have the address configured; it answers nothing.)
     pub fn vip_holders(&self) -> Vec<String> {
         let vip = self.vip();
         self.hosts
             .iter()
-            .filter(|h| h.has_addr(vip))
+            .filter(|h| h.serves(vip))
             .map(|h| h.name.clone())
             .collect()
     }
@@ -547,6 +548,31 @@ impl Host {
     /// True when `eth0` holds `ip` (false if it cannot be read).
     pub fn has_addr(&self, ip: Ipv4Addr) -> bool {
         self.addresses().map(|a| a.contains(&ip)).unwrap_or(false)
+    }
+
+    /// True when `eth0` is administratively up and holds `ip`.
+    pub fn serves(&self, ip: Ipv4Addr) -> bool {
+        let Ok(out) = self.ip(&["-j", "addr", "show", "dev", "eth0"]) else {
+            return false;
+        };
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        let want = ip.to_string();
+        v.as_array().into_iter().flatten().any(|link| {
+            let up = link["flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|x| x == "UP"));
+            up && link["addr_info"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|a| a["local"].as_str() == Some(&want))
+        })
+    }
+
+    /// Sets a sysctl inside the namespace (`sysctl -w key=value`).
+    pub fn sysctl(&self, key: &str, value: &str) -> io::Result<()> {
+        self.exec("sysctl", &["-qw", &format!("{key}={value}")])
+            .map(drop)
     }
 
     /// Removes `ip` from `eth0` if present (a rebooted box has no stale VIP).
