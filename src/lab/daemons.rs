@@ -37,10 +37,6 @@ pub struct VrrpOpts {
     pub vrid: u8,
 }
 
-/// Kept for readability at call sites: both daemons take the same options.
-pub type ProxyhaOpts = VrrpOpts;
-pub type KeepalivedOpts = VrrpOpts;
-
 impl VrrpOpts {
     pub fn new(priority: u8, advert_interval_ms: u32) -> VrrpOpts {
         VrrpOpts {
@@ -317,4 +313,24 @@ impl Daemon {
 fn write(path: &Path, text: &str) -> io::Result<()> {
     std::fs::write(path, text)
         .map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn rfc_9568_timers() {
+        let o = VrrpOpts::new(89, 1000);
+        // Skew_Time = (256 - 89) * 1 s / 256 = 652.34375 ms.
+        assert_eq!(o.skew_time(), Duration::from_nanos(652_343_750));
+        assert_eq!(
+            o.master_down_interval(),
+            Duration::from_nanos(3_652_343_750)
+        );
+        assert_eq!(
+            VrrpOpts::new(99, 100).master_down_interval(),
+            Duration::from_nanos(361_328_125)
+        );
+    }
 }

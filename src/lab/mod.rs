@@ -18,7 +18,7 @@
 mod daemons;
 mod probe;
 
-pub use daemons::{Daemon, KeepalivedOpts, Kind, ProxyhaOpts, Status, VrrpOpts};
+pub use daemons::{Daemon, Kind, Status, VrrpOpts};
 pub use probe::{Advert, AdvertWatch, Gap, Prober, Sample, gap, inject};
 
 use std::fs::File;

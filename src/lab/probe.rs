@@ -300,3 +300,36 @@ pub fn inject(client: &Host, datagram: Vec<u8>) -> io::Result<()> {
         Ok(())
     })?
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn sample(t0: Instant, ms: u64, answer: Option<&str>) -> Sample {
+        let start = t0 + Duration::from_millis(ms);
+        Sample {
+            start,
+            end: start + Duration::from_millis(1),
+            answer: answer.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn gap_runs_from_last_success_to_first_answer_of_new_owner() {
+        let t0 = Instant::now();
+        let samples = vec![
+            sample(t0, 0, Some("n1")),
+            sample(t0, 10, Some("n1")),
+            sample(t0, 20, None),
+            sample(t0, 30, None),
+            sample(t0, 40, Some("n2")),
+            sample(t0, 50, Some("n2")),
+        ];
+        // Event at 5 ms: n1 still answered at 10 ms, so the outage starts there.
+        let g = gap(&samples, t0 + Duration::from_millis(5), "n2").unwrap();
+        assert_eq!(g.gap, Duration::from_millis(30));
+        assert_eq!(g.last_before.as_deref(), Some("n1"));
+        assert_eq!(g.since_event, Duration::from_millis(35));
+        assert!(gap(&samples, t0 + Duration::from_millis(5), "n3").is_none());
+    }
+}
