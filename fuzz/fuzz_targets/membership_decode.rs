@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use proxyha::wire::membership::{decode, encode, Error};
+use proxyha::wire::membership::{Error, decode, encode};
 
 const KEY: &[u8] = b"fuzz key";
 

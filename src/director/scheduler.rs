@@ -353,7 +353,11 @@ impl BucketTable {
 
         let new: Vec<NodeId> = owner
             .into_iter()
-            .zip(self.table.iter().chain(std::iter::repeat(&Ipv4Addr::UNSPECIFIED)))
+            .zip(
+                self.table
+                    .iter()
+                    .chain(std::iter::repeat(&Ipv4Addr::UNSPECIFIED)),
+            )
             .map(|(o, old)| o.unwrap_or(*old))
             .collect();
         let moved = if self.table.len() == n {
@@ -843,7 +847,11 @@ mod test {
     #[test]
     fn a_hot_nodes_share_falls_and_recovers() {
         let mut w = Weights::new(FeedbackParams::default());
-        let hot = loads(&[(node(1), 1.0, 0.9), (node(2), 1.0, 0.3), (node(3), 1.0, 0.3)]);
+        let hot = loads(&[
+            (node(1), 1.0, 0.9),
+            (node(2), 1.0, 0.3),
+            (node(3), 1.0, 0.3),
+        ]);
         w.update(&hot);
         let first = w.weight(node(1)).unwrap();
         assert!(first < 1.0 && w.weight(node(2)).unwrap() > 1.0);
@@ -851,7 +859,11 @@ mod test {
             w.update(&hot);
         }
         assert_eq!(w.multiplier(node(1)), Some(0.5), "floored at min");
-        let cool = loads(&[(node(1), 1.0, 0.1), (node(2), 1.0, 0.3), (node(3), 1.0, 0.3)]);
+        let cool = loads(&[
+            (node(1), 1.0, 0.1),
+            (node(2), 1.0, 0.3),
+            (node(3), 1.0, 0.3),
+        ]);
         w.update(&cool);
         assert!(w.multiplier(node(1)).unwrap() > 0.5);
     }

@@ -102,7 +102,10 @@ impl fmt::Display for Error {
             Error::Truncated => write!(f, "truncated membership message"),
             Error::BadMagic => write!(f, "membership message without the PXHA magic"),
             Error::UnsupportedVersion(v) => {
-                write!(f, "membership version {v} not supported (this build speaks {VERSION})")
+                write!(
+                    f,
+                    "membership version {v} not supported (this build speaks {VERSION})"
+                )
             }
             Error::OtherGroup(id) => write!(f, "membership message for lb_id {id}, not ours"),
             Error::UnknownType(t) => write!(f, "unknown membership message type {t}"),
@@ -213,7 +216,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// The MAC trailer; empty when the flag is clear.
     pub fn mac(&self) -> &[u8] {
         let start = HEADER_LEN + usize::from(self.body_len());
-        let end = if self.has_mac() { start + MAC_LEN } else { start };
+        let end = if self.has_mac() {
+            start + MAC_LEN
+        } else {
+            start
+        };
         &self.buffer.as_ref()[start..end]
     }
 }
@@ -357,7 +364,11 @@ pub fn encode(msg: &Message, lb_id: u8, key: Option<&[u8]>) -> Result<Vec<u8>, E
 /// Decodes an IP payload. Checks run cheapest and least trusting first: header, group,
 /// length, MAC (constant time), and only then the body, so unauthenticated bytes never
 /// reach the deserializer when a key is configured.
-pub fn decode(bytes: &[u8], expected_lb_id: u8, key: Option<&[u8]>) -> Result<(u8, Message), Error> {
+pub fn decode(
+    bytes: &[u8],
+    expected_lb_id: u8,
+    key: Option<&[u8]>,
+) -> Result<(u8, Message), Error> {
     if bytes.len() < HEADER_LEN {
         return Err(Error::Truncated);
     }
@@ -421,7 +432,9 @@ fn bad(what: String) -> Error {
 
 fn check_count(field: &str, len: usize, max: usize) -> Result<(), Error> {
     if len > max {
-        return Err(bad(format!("{field} has {len} entries, at most {max} allowed")));
+        return Err(bad(format!(
+            "{field} has {len} entries, at most {max} allowed"
+        )));
     }
     Ok(())
 }
@@ -596,7 +609,10 @@ mod test {
         assert_eq!(p.lb_id(), LB);
         assert_eq!(p.msg_type(), TYPE_REPORT);
         assert!(p.has_mac());
-        assert_eq!(usize::from(p.body_len()), bytes.len() - HEADER_LEN - MAC_LEN);
+        assert_eq!(
+            usize::from(p.body_len()),
+            bytes.len() - HEADER_LEN - MAC_LEN
+        );
         assert_eq!(p.mac().len(), MAC_LEN);
     }
 
@@ -635,8 +651,14 @@ mod test {
     fn each_header_malformation_has_its_own_error() {
         let good = encode(&announcement(), LB, None).unwrap();
         assert_eq!(decode(&[], LB, None), Err(Error::Truncated));
-        assert_eq!(decode(&good[..HEADER_LEN - 1], LB, None), Err(Error::Truncated));
-        assert_eq!(decode(&good[..good.len() - 1], LB, None), Err(Error::Truncated));
+        assert_eq!(
+            decode(&good[..HEADER_LEN - 1], LB, None),
+            Err(Error::Truncated)
+        );
+        assert_eq!(
+            decode(&good[..good.len() - 1], LB, None),
+            Err(Error::Truncated)
+        );
         let mut long = good.clone();
         long.push(0);
         assert_eq!(decode(&long, LB, None), Err(Error::LengthMismatch));
@@ -645,7 +667,10 @@ mod test {
         assert_eq!(decode(&magic, LB, None), Err(Error::BadMagic));
         let mut version = good.clone();
         version[field::VERSION] = 2;
-        assert_eq!(decode(&version, LB, None), Err(Error::UnsupportedVersion(2)));
+        assert_eq!(
+            decode(&version, LB, None),
+            Err(Error::UnsupportedVersion(2))
+        );
         let mut kind = good.clone();
         kind[field::TYPE] = 3;
         assert_eq!(decode(&kind, LB, None), Err(Error::UnknownType(3)));
@@ -675,7 +700,11 @@ mod test {
     fn malformed_bodies_are_bad_body() {
         // Empty, garbage, trailing bytes, and a type/body mismatch.
         assert!(is_bad_body(decode(&with_body(TYPE_REPORT, &[]), LB, None)));
-        assert!(is_bad_body(decode(&with_body(TYPE_REPORT, &[0xff; 40]), LB, None)));
+        assert!(is_bad_body(decode(
+            &with_body(TYPE_REPORT, &[0xff; 40]),
+            LB,
+            None
+        )));
         let good = encode(&report(), LB, None).unwrap();
         let mut trailing = good[HEADER_LEN..].to_vec();
         trailing.push(0);
@@ -692,12 +721,18 @@ mod test {
     fn a_lying_list_length_neither_allocates_nor_panics() {
         // Director, epoch, then a member count of u32::MAX as a varint and nothing behind.
         let body = [10, 77, 0, 11, 7, 0xff, 0xff, 0xff, 0xff, 0x0f];
-        assert!(is_bad_body(decode(&with_body(TYPE_ANNOUNCEMENT, &body), LB, None)));
+        assert!(is_bad_body(decode(
+            &with_body(TYPE_ANNOUNCEMENT, &body),
+            LB,
+            None
+        )));
     }
 
     #[test]
     fn out_of_range_values_are_rejected_naming_the_field() {
-        let Message::Report(mut r) = report() else { unreachable!() };
+        let Message::Report(mut r) = report() else {
+            unreachable!()
+        };
         r.cpu_load = 1.5;
         let bytes = encode(&Message::Report(r.clone()), LB, None).unwrap();
         let err = decode(&bytes, LB, None).unwrap_err().to_string();
@@ -708,28 +743,57 @@ mod test {
         r.cpu_load = 0.5;
         r.capacity = 0.0;
         let bytes = encode(&Message::Report(r.clone()), LB, None).unwrap();
-        assert!(decode(&bytes, LB, None).unwrap_err().to_string().contains("capacity"));
+        assert!(
+            decode(&bytes, LB, None)
+                .unwrap_err()
+                .to_string()
+                .contains("capacity")
+        );
         r.capacity = 1.0;
         r.ports = vec![r.ports[0].clone(); MAX_PORTS + 1];
         let bytes = encode(&Message::Report(r), LB, None).unwrap();
-        assert!(decode(&bytes, LB, None).unwrap_err().to_string().contains("ports has 65"));
+        assert!(
+            decode(&bytes, LB, None)
+                .unwrap_err()
+                .to_string()
+                .contains("ports has 65")
+        );
 
-        let Message::Announcement(mut a) = announcement() else { unreachable!() };
+        let Message::Announcement(mut a) = announcement() else {
+            unreachable!()
+        };
         a.page = 1;
         let bytes = encode(&Message::Announcement(a.clone()), LB, None).unwrap();
-        assert!(decode(&bytes, LB, None).unwrap_err().to_string().contains("page 1 of 1"));
+        assert!(
+            decode(&bytes, LB, None)
+                .unwrap_err()
+                .to_string()
+                .contains("page 1 of 1")
+        );
         a.page = 0;
         a.members[0].weight = f64::INFINITY;
         let bytes = encode(&Message::Announcement(a.clone()), LB, None).unwrap();
-        assert!(decode(&bytes, LB, None).unwrap_err().to_string().contains("weight"));
+        assert!(
+            decode(&bytes, LB, None)
+                .unwrap_err()
+                .to_string()
+                .contains("weight")
+        );
         a.members = vec![a.members[1].clone(); MAX_MEMBERS + 1];
         let bytes = encode(&Message::Announcement(a), LB, None).unwrap();
-        assert!(decode(&bytes, LB, None).unwrap_err().to_string().contains("members has 65"));
+        assert!(
+            decode(&bytes, LB, None)
+                .unwrap_err()
+                .to_string()
+                .contains("members has 65")
+        );
     }
 
     #[test]
     fn a_full_assignment_page_fits_one_datagram_and_more_does_not_encode() {
-        let Message::Announcement(mut a) = announcement() else { unreachable!() };
+        let Message::Announcement(mut a) = announcement() else {
+            unreachable!()
+        };
         let pin = Assignment {
             client: Ipv4Addr::new(255, 255, 255, 255),
             node: Ipv4Addr::new(255, 255, 255, 255),
@@ -750,7 +814,10 @@ mod test {
     fn errors_read_as_lowercase_sentences_naming_the_fix() {
         for e in [Error::BadMac, Error::MissingMac, Error::UnexpectedMac] {
             let s = e.to_string();
-            assert!(s.starts_with(char::is_lowercase) && s.contains("key"), "{s}");
+            assert!(
+                s.starts_with(char::is_lowercase) && s.contains("key"),
+                "{s}"
+            );
         }
     }
 }
