@@ -373,9 +373,10 @@ impl Router {
         match self.state {
             State::Backup if due(self.master_down_at) => {
                 info!(
-                    "{} no advert within Master_Down_Interval ({:?}), taking over",
+                    "{} Master_Down_Timer expired, taking over (Master_Down_Interval {:?}, Skew_Time {:?})",
                     self.name,
-                    self.master_down_interval()
+                    self.master_down_interval(),
+                    self.skew_time()
                 );
                 self.become_master(now);
             }
