@@ -518,6 +518,23 @@ fn interop(test: &str, first: Kind, version: u8) {
         "{what}: after preemption proxyha should be {expect_state}: {:?}",
         status(&c.lab, proxyha).0
     );
+    // Every keepalived advert was understood: received, none discarded.
+    let s = status(&c.lab, proxyha);
+    assert!(
+        s.counter("rx_adverts") > 0,
+        "{what}: proxyha should have received keepalived's adverts"
+    );
+    let discards: Vec<(String, u64)> = s.0["counters"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, v)| k.starts_with("discard_") && v.as_u64() != Some(0))
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+        .collect();
+    assert!(
+        discards.is_empty(),
+        "{what}: proxyha discarded keepalived's adverts: {discards:?}"
+    );
 }
 
 #[test]

@@ -194,10 +194,15 @@ level = "debug"
             format!("{}", opts.advert_interval_ms.div_ceil(1000).max(1))
         };
         let text = format!(
-            "global_defs {{\n    vrrp_version {ver}\n}}\n\
+            "{global}\
              vrrp_instance VI_{vrid} {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {vrid}\n    \
              priority {prio}\n    advert_int {interval}\n{nopreempt}    virtual_ipaddress {{\n        {vip}/24 dev eth0\n    }}\n}}\n",
-            ver = opts.vrrp_version,
+            // keepalived speaks v2 unless told otherwise: leave v2 at its default.
+            global = if opts.vrrp_version == 3 {
+                "global_defs {\n    vrrp_version 3\n}\n"
+            } else {
+                ""
+            },
             vrid = opts.vrid,
             prio = opts.priority,
             nopreempt = if opts.preempt { "" } else { "    nopreempt\n" },
