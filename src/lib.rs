@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod director;
 pub mod lab;
+pub mod load;
 pub mod logging;
 pub mod status;
 pub mod vrrp;
