@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod dataplane;
 pub mod director;
 pub mod lab;
 pub mod load;
