@@ -186,9 +186,10 @@ impl NftDataplane {
                 &Self::argv(&["ip", "addr", "del", &cidr, "dev", "lo"]),
                 None,
             ) {
-                // Not there: the goal is met.
+                // Not there (the message differs between iproute2 versions): goal met.
                 Err(DataplaneError::Op { detail, .. })
-                    if detail.contains("Cannot assign requested address") =>
+                    if detail.contains("Cannot assign requested address")
+                        || detail.contains("Address not found") =>
                 {
                     Ok(())
                 }
