@@ -605,7 +605,7 @@ add rule ip proxyha nat_prerouting ip daddr 10.88.0.100 tcp dport 80 redirect to
             r.routes[0].ip_args().join(" "),
             "default via 10.88.0.2 dev eth0 table 173539330"
         );
-        assert!(LOCAL_RULE_PREF > FWMARK_RULE_PREF);
+        const { assert!(LOCAL_RULE_PREF > FWMARK_RULE_PREF) };
         assert_eq!(
             routing_plan(&desired(Mode::Nat, director(vec![]))),
             RoutingPlan::default()
