@@ -1,4 +1,4 @@
-//! Kernel check of the director data path (issue 3, direct mode): a bridge namespace, a
+//! Kernel check of the director data path (issue 3, direct and NAT mode): a bridge namespace, a
 //! director, two real servers and a client, all built here. Needs root; skips loudly
 //! without it, fails under PROXYHA_REQUIRE_ROOT_TESTS=1.
 //!
@@ -207,7 +207,7 @@ fn dp(lab: &Lab, n: &str) -> NftDataplane {
     })
 }
 
-fn desired(role: Role) -> Desired {
+fn desired(mode: Mode, role: Role) -> Desired {
     Desired {
         vip: VIP,
         interface: "eth0".into(),
@@ -215,7 +215,7 @@ fn desired(role: Role) -> Desired {
             port: 9090,
             to: 9090,
         }],
-        mode: Mode::Direct,
+        mode,
         role,
     }
 }
@@ -295,6 +295,15 @@ fn wait_listening(lab: &Lab) {
 
 #[test]
 fn direct_mode_director_spreads_by_kernel_jhash_and_keeps_pins() {
+    run_lab(Mode::Direct, "r");
+}
+
+#[test]
+fn nat_mode_director_spreads_by_kernel_jhash_and_keeps_pins() {
+    run_lab(Mode::Nat, "t");
+}
+
+fn run_lab(mode: Mode, tag: &str) {
     if !is_root() {
         assert!(
             std::env::var("PROXYHA_REQUIRE_ROOT_TESTS").as_deref() != Ok("1"),
@@ -306,7 +315,7 @@ fn direct_mode_director_spreads_by_kernel_jhash_and_keeps_pins() {
         return;
     }
     let mut lab = Lab {
-        prefix: format!("phdp{}", std::process::id()),
+        prefix: format!("phdp{}{tag}", std::process::id()),
         servers: Vec::new(),
     };
     build(&mut lab);
@@ -314,21 +323,24 @@ fn direct_mode_director_spreads_by_kernel_jhash_and_keeps_pins() {
 
     let mut scanners = [dp(&lab, "n2"), dp(&lab, "n3")];
     for (s, addr) in scanners.iter_mut().zip([N2, N3]) {
-        s.apply(&desired(Role::Scanning {
-            self_addr: addr,
-            director: Some(DIR),
-        }))
+        s.apply(&desired(
+            mode,
+            Role::Scanning {
+                self_addr: addr,
+                director: Some(DIR),
+            },
+        ))
         .expect("applying the scanning role");
     }
     let nodes = [None, Some(N2), Some(N3)];
     let table1: Vec<Option<Ipv4Addr>> = (0..BUCKETS).map(|b| nodes[b % 3]).collect();
     let mut director = dp(&lab, "d");
     director
-        .apply(&desired(director_role(table1.clone())))
+        .apply(&desired(mode, director_role(table1.clone())))
         .expect("applying the director role");
     // Applying twice is a no-op (idempotent), not an error.
     director
-        .apply(&desired(director_role(table1.clone())))
+        .apply(&desired(mode, director_role(table1.clone())))
         .expect("re-applying the director role");
 
     let first: Vec<Ipv4Addr> = (0..60).map(|i| Ipv4Addr::new(10, 88, 1, 100 + i)).collect();
@@ -351,13 +363,13 @@ fn direct_mode_director_spreads_by_kernel_jhash_and_keeps_pins() {
         );
         *share.entry(node.clone()).or_default() += 1;
     }
-    eprintln!("round 1: 60/60 connections; share {share:?}");
+    eprintln!("{mode}: round 1: 60/60 connections; share {share:?}");
     assert_eq!(share.len(), 3, "every node served some clients: {share:?}");
 
     // Rewrite the table (rotate every bucket to the next node): pins must hold.
     let table2: Vec<Option<Ipv4Addr>> = (0..BUCKETS).map(|b| nodes[(b + 1) % 3]).collect();
     director
-        .apply(&desired(director_role(table2.clone())))
+        .apply(&desired(mode, director_role(table2.clone())))
         .expect("applying the new table");
     let pins = director.sticky_dump().expect("dumping pins");
     assert_eq!(
@@ -370,7 +382,7 @@ fn direct_mode_director_spreads_by_kernel_jhash_and_keeps_pins() {
         .iter()
         .filter(|s| again.get(*s).map(|r| &r.0) != got.get(*s).map(|r| &r.0))
         .count();
-    eprintln!("round 2: after rotating all buckets, {moved} of 60 pinned clients moved");
+    eprintln!("{mode}: round 2: after rotating all buckets, {moved} of 60 pinned clients moved");
     assert_eq!(moved, 0);
     let fresh: Vec<Ipv4Addr> = (0..30).map(|i| Ipv4Addr::new(10, 88, 2, 100 + i)).collect();
     let new = connect(&lab, &fresh);
@@ -386,7 +398,7 @@ fn direct_mode_director_spreads_by_kernel_jhash_and_keeps_pins() {
         );
         followed += 1;
     }
-    eprintln!("round 2: {followed}/30 new clients followed the new table");
+    eprintln!("{mode}: round 2: {followed}/30 new clients followed the new table");
 
     director.teardown().expect("tearing down the director");
     for s in &mut scanners {
