@@ -7,8 +7,10 @@
 
 pub mod config;
 pub mod daemon;
+pub mod dataplane;
 pub mod director;
 pub mod lab;
+pub mod load;
 pub mod logging;
 pub mod status;
 pub mod vrrp;

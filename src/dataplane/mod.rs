@@ -1,0 +1,139 @@
+//! The director's kernel data path (issue 3, BRIEF §6 "Data paths tried here").
+//!
+//! Policy and kernel meet here, netavark style: the daemon describes what it wants as plain
+//! data ([`Desired`]); pure functions turn it into an `nft -f` script ([`plan()`]), policy
+//! routing ([`routing_plan`]) and host settings ([`host_plan`]), tested without root; a
+//! [`Dataplane`] carries them out. [`NftDataplane`] is the real one (nft + `ip` + /proc/sys),
+//! [`RecordingDataplane`] records calls for tests of the daemon.
+//!
+//! Marks: the packet mark that routes a client to a node *is the node's IPv4 address* as a
+//! `u32` (0 = not decided yet). That keeps a pin meaningful across table changes and across
+//! directors (a standby imports `(client, mark)` and the mark still names the same node), and
+//! the director's own address marks "serve locally", which the sticky map can remember (a
+//! mark of 0 could not be told from a miss).
+
+mod nft;
+mod plan;
+mod sticky;
+
+use std::net::Ipv4Addr;
+
+pub use crate::config::{Mode, PortRedirect};
+pub use nft::{NftDataplane, NftOptions};
+pub use plan::{
+    BACKEND_RULE_PREF, FWMARK_RULE_PREF, HostPlan, LOCAL_RULE_PREF, LOCAL_TABLE, Route,
+    RoutingPlan, Rule, Selector, TABLE, host_plan, mark_of, plan, routing_plan,
+};
+pub use sticky::{StickyEntry, parse_sticky_dump};
+
+/// Everything the data path should look like on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    pub vip: Ipv4Addr,
+    /// The HA interface (forwarding and the backend return route leave through it).
+    pub interface: String,
+    pub redirects: Vec<PortRedirect>,
+    pub mode: Mode,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// This node owns the VIP and hands connections out.
+    Director(DirectorState),
+    /// This node serves what a director hands it.
+    Scanning {
+        /// This node's management address (NAT mode: the source of the return rule).
+        self_addr: Ipv4Addr,
+        /// The current director (NAT mode: replies go back through it); `None` while unknown.
+        director: Option<Ipv4Addr>,
+    },
+    /// Not taking part: nothing of ours in the kernel.
+    Idle,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectorState {
+    /// The director's own management address; its mark means "serve locally".
+    pub self_addr: Ipv4Addr,
+    /// The other live nodes (not the director itself).
+    pub nodes: Vec<Ipv4Addr>,
+    /// Bucket `b` serves clients with `jhash(saddr) mod len seed hash_seed == b`
+    /// (`director::scheduler::bucket_of`); `None` (or the director's own address) = local.
+    pub buckets: Vec<Option<Ipv4Addr>>,
+    pub hash_seed: u32,
+    /// Idle time after which a client's pin expires; 0 disables stickiness.
+    pub sticky_idle_s: u32,
+    /// Pins to load into the sticky map (replicated from the previous director).
+    pub sticky_preload: Vec<StickyEntry>,
+}
+
+/// Errors name the operation and the object; teardown collects all of them.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("planning the data path: {0}")]
+    Invalid(String),
+    #[error("{op}: {detail}")]
+    Op { op: String, detail: String },
+    #[error("tearing down the data path: {}", join(.0))]
+    Teardown(Vec<DataplaneError>),
+}
+
+fn join(errs: &[DataplaneError]) -> String {
+    errs.iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The seam between the daemon's policy and the kernel.
+pub trait Dataplane {
+    /// Makes the kernel match `desired`. Idempotent; keeps live sticky pins across calls.
+    fn apply(&mut self, desired: &Desired) -> Result<(), DataplaneError>;
+    /// Removes everything this data path added; carries on past failures and reports all.
+    fn teardown(&mut self) -> Result<(), DataplaneError>;
+    /// The director's live pins, for replication to standby directors.
+    fn sticky_dump(&mut self) -> Result<Vec<StickyEntry>, DataplaneError>;
+}
+
+/// One recorded call of [`RecordingDataplane`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// The desired state and the nft script it planned to.
+    Apply {
+        desired: Desired,
+        script: String,
+    },
+    Teardown,
+    StickyDump,
+}
+
+/// A [`Dataplane`] for tests: records calls, plans (so invalid input still fails like the
+/// real one) and touches nothing.
+#[derive(Debug, Default)]
+pub struct RecordingDataplane {
+    pub calls: Vec<Call>,
+    /// What [`Dataplane::sticky_dump`] returns.
+    pub sticky: Vec<StickyEntry>,
+}
+
+impl Dataplane for RecordingDataplane {
+    fn apply(&mut self, desired: &Desired) -> Result<(), DataplaneError> {
+        let script = plan(desired)?;
+        self.calls.push(Call::Apply {
+            desired: desired.clone(),
+            script,
+        });
+        Ok(())
+    }
+
+    fn teardown(&mut self) -> Result<(), DataplaneError> {
+        self.calls.push(Call::Teardown);
+        Ok(())
+    }
+
+    fn sticky_dump(&mut self) -> Result<Vec<StickyEntry>, DataplaneError> {
+        self.calls.push(Call::StickyDump);
+        Ok(self.sticky.clone())
+    }
+}

@@ -1,0 +1,520 @@
+//! The real data path: `nft -f -` for the table, `ip` for policy routing and the VIP on
+//! `lo`, /proc/sys for sysctls.
+//!
+//! Why `ip` and not rtnetlink here: the [`Dataplane`] trait is synchronous (nft is a child
+//! process anyway), `ip rule` selectors such as `ipproto`/`sport` are one argument each, and
+//! the exact command in an error message is something an administrator can re-run. Every
+//! command runs with a timeout. Rules are added before stale ones are removed, so a
+//! forwarded connection never falls through to local delivery (which would reset it).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::plan::{BACKEND_RULE_PREF, FWMARK_RULE_PREF, LOCAL_RULE_PREF, LOCAL_TABLE, TABLE};
+use super::{
+    Dataplane, DataplaneError, Desired, Role, Rule, Selector, StickyEntry, host_plan,
+    parse_sticky_dump, plan, routing_plan,
+};
+
+#[derive(Debug, Clone)]
+pub struct NftOptions {
+    /// Prefix for every command, e.g. `["ip", "netns", "exec", "ns1"]` in the lab. When set,
+    /// sysctls are also written through it (`sysctl -w`), because /proc/sys/net belongs to
+    /// the namespace of the process that opens it.
+    pub wrap: Vec<String>,
+    /// Per command. nft loads a 4096-bucket table in well under a second.
+    pub timeout: Duration,
+}
+
+impl Default for NftOptions {
+    fn default() -> Self {
+        NftOptions {
+            wrap: Vec::new(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// [`Dataplane`] over nft, `ip` and /proc/sys.
+#[derive(Debug)]
+pub struct NftDataplane {
+    opts: NftOptions,
+    /// Sysctl values found before our first write, restored on teardown.
+    saved_sysctls: BTreeMap<String, String>,
+    vip: Option<Ipv4Addr>,
+}
+
+fn op_err(op: impl Into<String>, detail: impl Into<String>) -> DataplaneError {
+    DataplaneError::Op {
+        op: op.into(),
+        detail: detail.into(),
+    }
+}
+
+impl NftDataplane {
+    pub fn new(opts: NftOptions) -> NftDataplane {
+        NftDataplane {
+            opts,
+            saved_sysctls: BTreeMap::new(),
+            vip: None,
+        }
+    }
+
+    /// Runs a command (through the wrapper) with the timeout; `Ok(stdout)` on exit 0, else
+    /// the command line and its stderr.
+    fn run(
+        &self,
+        op: &str,
+        argv: &[String],
+        stdin: Option<&str>,
+    ) -> Result<String, DataplaneError> {
+        let full: Vec<String> = self.opts.wrap.iter().chain(argv).cloned().collect();
+        let Some((prog, args)) = full.split_first() else {
+            return Err(op_err(op, "empty command"));
+        };
+        let line = full.join(" ");
+        let mut child = Command::new(prog)
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| op_err(op, format!("starting `{line}`: {e}; is {prog} installed?")))?;
+        // Readers on threads: a child blocked on a full stdout pipe would never exit.
+        let mut out_pipe = child.stdout.take();
+        let mut err_pipe = child.stderr.take();
+        let out_t = std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(p) = out_pipe.as_mut() {
+                let _ = p.read_to_string(&mut s);
+            }
+            s
+        });
+        let err_t = std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(p) = err_pipe.as_mut() {
+                let _ = p.read_to_string(&mut s);
+            }
+            s
+        });
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            // A write error means the child exited early; its status and stderr say why.
+            let _ = pipe.write_all(input.as_bytes());
+        }
+        let deadline = Instant::now() + self.opts.timeout;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(s)) => break s,
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(op_err(
+                        op,
+                        format!(
+                            "`{line}` did not finish within {:?}; killed",
+                            self.opts.timeout
+                        ),
+                    ));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => return Err(op_err(op, format!("waiting for `{line}`: {e}"))),
+            }
+        };
+        let stdout = out_t.join().unwrap_or_default();
+        let stderr = err_t.join().unwrap_or_default();
+        if status.success() {
+            Ok(stdout)
+        } else {
+            Err(op_err(
+                op,
+                format!("`{line}` failed ({status}): {}", stderr.trim()),
+            ))
+        }
+    }
+
+    fn argv(parts: &[&str]) -> Vec<String> {
+        parts.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn sysctl_get(&self, key: &str) -> Result<String, DataplaneError> {
+        let op = format!("reading sysctl {key}");
+        if self.opts.wrap.is_empty() {
+            std::fs::read_to_string(format!("/proc/sys/{key}"))
+                .map(|s| s.trim().to_string())
+                .map_err(|e| op_err(op, e.to_string()))
+        } else {
+            self.run(&op, &Self::argv(&["sysctl", "-n", key]), None)
+                .map(|s| s.trim().to_string())
+        }
+    }
+
+    fn sysctl_set(&self, key: &str, value: &str) -> Result<(), DataplaneError> {
+        let op = format!("setting sysctl {key} to {value}");
+        if self.opts.wrap.is_empty() {
+            std::fs::write(format!("/proc/sys/{key}"), value).map_err(|e| op_err(op, e.to_string()))
+        } else {
+            self.run(
+                &op,
+                &Self::argv(&["sysctl", "-q", "-w", &format!("{key}={value}")]),
+                None,
+            )
+            .map(|_| ())
+        }
+    }
+
+    fn vip_on_lo(&self, vip: Ipv4Addr, on: bool) -> Result<(), DataplaneError> {
+        let cidr = format!("{vip}/32");
+        if on {
+            self.run(
+                &format!("adding {cidr} to lo"),
+                &Self::argv(&["ip", "addr", "replace", &cidr, "dev", "lo"]),
+                None,
+            )
+            .map(|_| ())
+        } else {
+            match self.run(
+                &format!("removing {cidr} from lo"),
+                &Self::argv(&["ip", "addr", "del", &cidr, "dev", "lo"]),
+                None,
+            ) {
+                // Not there (the message differs between iproute2 versions): goal met.
+                Err(DataplaneError::Op { detail, .. })
+                    if detail.contains("Cannot assign requested address")
+                        || detail.contains("Address not found") =>
+                {
+                    Ok(())
+                }
+                other => other.map(|_| ()),
+            }
+        }
+    }
+
+    /// Our rules currently in the kernel (by preference), plus where `local` sits.
+    fn current_rules(&self) -> Result<(Vec<Rule>, BTreeSet<u32>), DataplaneError> {
+        let out = self.run(
+            "listing policy routing rules",
+            &Self::argv(&["ip", "-j", "rule", "show"]),
+            None,
+        )?;
+        Ok(parse_ip_rules(&out))
+    }
+
+    fn rule(&self, verb: &str, r: &Rule) -> Result<(), DataplaneError> {
+        let mut argv = Self::argv(&["ip", "rule", verb]);
+        argv.extend(r.ip_args());
+        let what = if verb == "add" { "adding" } else { "deleting" };
+        self.run(
+            &format!("{what} rule `{}`", r.ip_args().join(" ")),
+            &argv,
+            None,
+        )
+        .map(|_| ())
+    }
+
+    fn local_rule(pref: u32) -> Rule {
+        Rule {
+            pref,
+            selector: Selector::All,
+            table: LOCAL_TABLE,
+        }
+    }
+
+    /// Puts `local` at `keep` (adding it first) and removes it from `drop`.
+    fn place_local(
+        &self,
+        local_prefs: &BTreeSet<u32>,
+        keep: u32,
+        drop: u32,
+    ) -> Result<(), DataplaneError> {
+        if !local_prefs.contains(&keep) {
+            self.rule("add", &Self::local_rule(keep))?;
+        }
+        if local_prefs.contains(&drop) {
+            self.rule("del", &Self::local_rule(drop))?;
+        }
+        Ok(())
+    }
+
+    fn flush_table(&self, table: u32) -> Result<(), DataplaneError> {
+        self.run(
+            &format!("flushing routing table {table}"),
+            &Self::argv(&["ip", "route", "flush", "table", &table.to_string()]),
+            None,
+        )
+        .map(|_| ())
+    }
+
+    fn nft_apply(&self, op: &str, script: &str) -> Result<(), DataplaneError> {
+        self.run(op, &Self::argv(&["nft", "-f", "-"]), Some(script))
+            .map(|_| ())
+    }
+
+    /// Reads the table back: after a non-idle apply the `director` chain must exist.
+    fn verify(&self, idle: bool) -> Result<(), DataplaneError> {
+        let listed = self.run(
+            &format!("reading back nft table ip {TABLE}"),
+            &Self::argv(&["nft", "-j", "list", "table", "ip", TABLE]),
+            None,
+        );
+        match (idle, listed) {
+            (true, Err(_)) => Ok(()),
+            (true, Ok(_)) => Err(op_err(
+                format!("verifying nft table ip {TABLE}"),
+                "still present after deleting it; another process may be re-creating it",
+            )),
+            (false, Ok(json)) => {
+                let v: Value = serde_json::from_str(&json).map_err(|e| {
+                    op_err(
+                        format!("verifying nft table ip {TABLE}"),
+                        format!("unreadable JSON: {e}"),
+                    )
+                })?;
+                let has_chain = v["nftables"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|o| o["chain"]["name"] == "director"));
+                if has_chain {
+                    Ok(())
+                } else {
+                    Err(op_err(
+                        format!("verifying nft table ip {TABLE}"),
+                        "chain director missing after apply",
+                    ))
+                }
+            }
+            (false, Err(e)) => Err(e),
+        }
+    }
+}
+
+/// Parses `ip -j rule show`: our rules (prefs [`FWMARK_RULE_PREF`], [`BACKEND_RULE_PREF`])
+/// and the preferences at which the `local` rule sits.
+pub(crate) fn parse_ip_rules(json: &str) -> (Vec<Rule>, BTreeSet<u32>) {
+    let mut ours = Vec::new();
+    let mut local = BTreeSet::new();
+    let Ok(Value::Array(items)) = serde_json::from_str::<Value>(json) else {
+        return (ours, local);
+    };
+    for it in items {
+        let Some(pref) = it["priority"].as_u64().and_then(|p| u32::try_from(p).ok()) else {
+            continue;
+        };
+        let table = match &it["table"] {
+            Value::String(s) if s == "local" => Some(LOCAL_TABLE),
+            Value::String(s) => s.parse::<u32>().ok(),
+            Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+            _ => None,
+        };
+        if table == Some(LOCAL_TABLE) && it.get("fwmark").is_none() && it["src"] == "all" {
+            local.insert(pref);
+            continue;
+        }
+        let Some(table) = table else { continue };
+        let selector = if pref == FWMARK_RULE_PREF {
+            it["fwmark"]
+                .as_str()
+                .and_then(|m| u32::from_str_radix(m.trim_start_matches("0x"), 16).ok())
+                .map(Selector::FwMark)
+        } else if pref == BACKEND_RULE_PREF {
+            let from = it["src"].as_str().and_then(|s| s.parse::<Ipv4Addr>().ok());
+            let sport = match &it["sport"] {
+                Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+                Value::String(s) => s.parse::<u16>().ok(),
+                _ => None,
+            };
+            from.zip(sport)
+                .map(|(from, sport)| Selector::FromTcpSport { from, sport })
+        } else {
+            None
+        };
+        if let Some(selector) = selector {
+            ours.push(Rule {
+                pref,
+                selector,
+                table,
+            });
+        }
+    }
+    (ours, local)
+}
+
+impl Dataplane for NftDataplane {
+    fn apply(&mut self, d: &Desired) -> Result<(), DataplaneError> {
+        let script = plan(d)?;
+        let routing = routing_plan(d);
+        let host = host_plan(d);
+        self.vip = Some(d.vip);
+
+        for (k, v) in &host.sysctls {
+            if !self.saved_sysctls.contains_key(k) {
+                let old = self.sysctl_get(k)?;
+                self.saved_sysctls.insert(k.clone(), old);
+            }
+            self.sysctl_set(k, v)?;
+        }
+        self.vip_on_lo(d.vip, host.vip_on_lo)?;
+
+        let (current, local_prefs) = self.current_rules()?;
+        for route in &routing.routes {
+            let mut argv = Self::argv(&["ip", "route", "replace"]);
+            argv.extend(route.ip_args());
+            self.run(
+                &format!("setting route `{}`", route.ip_args().join(" ")),
+                &argv,
+                None,
+            )?;
+        }
+        for r in routing.rules.iter().filter(|r| !current.contains(r)) {
+            self.rule("add", r)?;
+        }
+        if routing.local_moved {
+            self.place_local(&local_prefs, LOCAL_RULE_PREF, 0)?;
+        }
+
+        let op = match &d.role {
+            Role::Idle => format!("deleting nft table ip {TABLE}"),
+            _ => format!("loading nft table ip {TABLE}"),
+        };
+        self.nft_apply(&op, &script)?;
+        self.verify(matches!(d.role, Role::Idle))?;
+
+        // Only now that no packet is marked for them: stale rules and tables go.
+        if !routing.local_moved {
+            self.place_local(&local_prefs, 0, LOCAL_RULE_PREF)?;
+        }
+        let keep_tables: BTreeSet<u32> = routing.routes.iter().map(|r| r.table).collect();
+        for r in current.iter().filter(|r| !routing.rules.contains(r)) {
+            self.rule("del", r)?;
+            if !keep_tables.contains(&r.table) {
+                self.flush_table(r.table)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn teardown(&mut self) -> Result<(), DataplaneError> {
+        let mut errs = Vec::new();
+        let script = format!("add table ip {TABLE}\ndelete table ip {TABLE}\n");
+        if let Err(e) = self.nft_apply(&format!("deleting nft table ip {TABLE}"), &script) {
+            errs.push(e);
+        }
+        match self.current_rules() {
+            Ok((rules, local_prefs)) => {
+                // The local rule first: nothing may be left without local delivery.
+                if let Err(e) = self.place_local(&local_prefs, 0, LOCAL_RULE_PREF) {
+                    errs.push(e);
+                }
+                let tables: BTreeSet<u32> = rules.iter().map(|r| r.table).collect();
+                for r in &rules {
+                    if let Err(e) = self.rule("del", r) {
+                        errs.push(e);
+                    }
+                }
+                for t in tables {
+                    if let Err(e) = self.flush_table(t) {
+                        errs.push(e);
+                    }
+                }
+            }
+            Err(e) => errs.push(e),
+        }
+        if let Some(vip) = self.vip
+            && let Err(e) = self.vip_on_lo(vip, false)
+        {
+            errs.push(e);
+        }
+        for (k, v) in std::mem::take(&mut self.saved_sysctls) {
+            if let Err(e) = self.sysctl_set(&k, &v) {
+                errs.push(e);
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(DataplaneError::Teardown(errs))
+        }
+    }
+
+    fn sticky_dump(&mut self) -> Result<Vec<StickyEntry>, DataplaneError> {
+        let op = format!("dumping nft map ip {TABLE} sticky");
+        let json = self.run(
+            &op,
+            &Self::argv(&["nft", "-j", "list", "map", "ip", TABLE, "sticky"]),
+            None,
+        )?;
+        parse_sticky_dump(&json).map_err(|e| op_err(op, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_rule_json_finds_ours_and_the_local_rule() {
+        // `ip -j rule show` (iproute2 6.1) on a direct-mode director and a NAT backend.
+        let json = r#"[{"priority":100,"src":"all","fwmark":"0xa580002","table":"173539330"},
+            {"priority":101,"src":"10.88.0.2","ipproto":"tcp","sport":3128,"table":"173539329"},
+            {"priority":200,"src":"all","table":"local"},
+            {"priority":300,"src":"all","fwmark":"0x1","table":"7"},
+            {"priority":32766,"src":"all","table":"main"},{"priority":32767,"src":"all","table":"default"}]"#;
+        let (ours, local) = parse_ip_rules(json);
+        assert_eq!(
+            ours,
+            vec![
+                Rule {
+                    pref: 100,
+                    selector: Selector::FwMark(0x0a58_0002),
+                    table: 173_539_330
+                },
+                Rule {
+                    pref: 101,
+                    selector: Selector::FromTcpSport {
+                        from: Ipv4Addr::new(10, 88, 0, 2),
+                        sport: 3128
+                    },
+                    table: 173_539_329
+                },
+            ]
+        );
+        assert_eq!(local, BTreeSet::from([200]));
+        assert_eq!(parse_ip_rules("garbage"), (vec![], BTreeSet::new()));
+    }
+
+    #[test]
+    fn a_command_that_hangs_is_killed_and_named() {
+        let dp = NftDataplane::new(NftOptions {
+            wrap: vec![],
+            timeout: Duration::from_millis(200),
+        });
+        let e = dp
+            .run(
+                "waiting for sleep",
+                &NftDataplane::argv(&["sleep", "5"]),
+                None,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("waiting for sleep: `sleep 5` did not finish"),
+            "{e}"
+        );
+        let e = dp
+            .run(
+                "running false",
+                &NftDataplane::argv(&["sh", "-c", "echo oops >&2; exit 3"]),
+                None,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("oops") && e.contains("sh -c"), "{e}");
+    }
+}
