@@ -319,12 +319,13 @@ impl Cluster {
 
     /// An announcement from `src`: that node directs.
     pub fn handle_announcement(&mut self, now: Instant, src: Ipv4Addr, a: Announcement) {
+        if src == self.cfg.self_addr {
+            // Our own broadcast, looped back by the kernel.
+            return;
+        }
         self.count("rx_announcements");
         if a.director != src {
             self.count("discard_bad_message");
-            return;
-        }
-        if src == self.cfg.self_addr {
             return;
         }
         self.last_announcement = Some(now);
