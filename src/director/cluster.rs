@@ -168,6 +168,8 @@ pub struct Cluster {
     counters: BTreeMap<&'static str, u64>,
     /// Live pins per node, as the shell last read them from the kernel.
     pinned: BTreeMap<Ipv4Addr, u64>,
+    /// Members as the director last announced them (scanning nodes' status).
+    announced: Vec<Member>,
 }
 
 impl Cluster {
@@ -206,6 +208,7 @@ impl Cluster {
             .map(|k| (k, 0))
             .collect(),
             pinned: BTreeMap::new(),
+            announced: Vec::new(),
         }
     }
 
@@ -329,6 +332,7 @@ impl Cluster {
             return;
         }
         self.last_announcement = Some(now);
+        self.announced = a.members;
         if self.director_role {
             // Two directors: VRRP settles it; we keep directing until it does.
             self.count("discard_not_director");
@@ -678,30 +682,40 @@ impl Cluster {
                 .collect()
         } else {
             let mut out = Vec::new();
+            let announced = |a: Ipv4Addr| self.announced.iter().find(|m| m.address == a);
+            let total: f64 = self
+                .announced
+                .iter()
+                .filter(|m| m.state == MemberState::Active)
+                .map(|m| m.weight)
+                .sum();
+            let share = |a: Ipv4Addr| match announced(a) {
+                Some(m) if m.state == MemberState::Active && total > 0.0 => m.weight / total,
+                _ => 0.0,
+            };
+            // What we know of the director comes from its announcements: name and weight.
             if let Some(d) = self.director {
                 out.push(NodeStatus {
-                    name: String::new(),
+                    name: announced(d).map(|m| m.name.clone()).unwrap_or_default(),
                     address: d,
                     role: "director".into(),
-                    healthy: true,
+                    healthy: announced(d).is_none_or(|m| m.state == MemberState::Active),
                     ports: Vec::new(),
                     load: LoadStatus {
                         cpu: 0.0,
                         conns: 0,
                         capacity: 0.0,
                     },
-                    weight: 0.0,
-                    share: 0.0,
+                    weight: announced(d).map_or(0.0, |m| m.weight),
+                    share: share(d),
                     pinned: None,
                 });
             }
-            out.push(row(
-                self.cfg.self_addr,
-                &self.report(),
-                "scanning",
-                0.0,
-                None,
-            ));
+            let me = self.cfg.self_addr;
+            let mut own = row(me, &self.report(), "scanning", 0.0, None);
+            own.weight = announced(me).map_or(0.0, |m| m.weight);
+            own.share = share(me);
+            out.push(own);
             out
         }
     }
@@ -811,6 +825,27 @@ mod tests {
         let s = director_state(&d);
         assert_eq!(s.nodes, vec![B, C]);
         assert_eq!(s.buckets.iter().filter(|b| b.is_none()).count(), 100);
+        // A scanning node's status: the director (from its announcements) and itself.
+        let st = nodes[1].nodes();
+        assert_eq!(st.len(), 2);
+        assert_eq!(
+            (st[0].name.as_str(), st[0].role.as_str()),
+            ("a", "director"),
+            "{:?}",
+            nodes[1].announced
+        );
+        assert_eq!((st[1].address, st[1].role.as_str()), (B, "scanning"));
+        assert!((st[1].share - 1.0 / 3.0).abs() < 0.01, "{st:?}");
+        // The director's: every member, with its table share.
+        let st = nodes[0].nodes();
+        assert_eq!(
+            st.iter().map(|n| n.address).collect::<Vec<_>>(),
+            vec![A, B, C]
+        );
+        assert!(
+            st.iter()
+                .all(|n| (n.share - 1.0 / 3.0).abs() < 0.01 && n.healthy)
+        );
         // Scanning nodes want the scanning data path with the director known.
         let mut last = None;
         while let Some(d) = nodes[1].poll_desired() {
