@@ -426,3 +426,63 @@ fn b_c_half_capacity_node_gets_half_the_new_clients_and_no_pinned_client_moves()
         n3 * 100.0
     );
 }
+
+#[test]
+fn director_takeover_moves_the_vip_off_lo_and_serves_every_client_again() {
+    let Some((g, _)) = equal_shares("takeover", "direct") else {
+        return;
+    };
+    // n1 (director) stops cleanly: everything of ours leaves its namespace.
+    let stopped = Instant::now();
+    g.lab
+        .stop(&g.daemons[0], Duration::from_secs(5))
+        .expect("stopping n1");
+    let tables = g.nodes[0]
+        .exec("nft", &["list", "tables"])
+        .unwrap_or_default();
+    assert!(
+        !tables.contains("proxyha"),
+        "n1 left its nft table: {tables}"
+    );
+    let lo = g.nodes[0]
+        .ip(&["-4", "addr", "show", "dev", "lo"])
+        .unwrap_or_default();
+    assert!(
+        !lo.contains(&g.lab.vip().to_string()),
+        "n1 left the VIP on lo: {lo}"
+    );
+    let rules = g.nodes[0].ip(&["rule", "show"]).unwrap_or_default();
+    assert!(
+        rules.contains("0:\tfrom all lookup local"),
+        "n1's local rule restored: {rules}"
+    );
+    // n2 takes over: the VIP leaves its lo for eth0, and every client is served again.
+    let mut served_at = None;
+    while stopped.elapsed() < Duration::from_secs(15) {
+        let answers = g.round(&g.sources, Duration::from_millis(300));
+        if answers.iter().all(|a| matches!(a, Ok((n, _)) if n != "n1")) {
+            served_at = Some(stopped.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let at = served_at.unwrap_or_else(|| {
+        g.lab.dump_logs(30);
+        panic!("clients not all served after n1 stopped: {}", g.status(1).0)
+    });
+    let s = g.status(1);
+    let lo = g.nodes[1]
+        .ip(&["-4", "addr", "show", "dev", "lo"])
+        .unwrap_or_default();
+    println!(
+        "[takeover] n1 stopped (SIGTERM): all {CLIENTS} clients served by n2/n3 after {at:?}; n2 {}",
+        s.state()
+    );
+    println!("{}", g.lab.status_table(&g.daemons[1]).unwrap_or_default());
+    assert_eq!(s.state(), "master");
+    assert!(g.nodes[1].has_addr(g.lab.vip()), "the VIP is on n2's eth0");
+    assert!(
+        !lo.contains(&g.lab.vip().to_string()),
+        "and not on n2's lo: {lo}"
+    );
+}
