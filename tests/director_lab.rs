@@ -99,6 +99,10 @@ fn group(test: &str, mode: &str, capacities: [Option<f64>; 3]) -> Option<Group> 
         .zip(capacities)
         .map(|((h, p), cap)| {
             let mut o = VrrpOpts::new(p, 1000).redirects(&[PORT]).mode(mode);
+            if mode == "nat" {
+                // The NAT run also signs membership messages (HMAC-SHA256).
+                o = o.auth_key("lab-secret-0123456789");
+            }
             if let Some(c) = cap {
                 o = o.capacity(c);
             }
@@ -293,8 +297,13 @@ fn a_three_nodes_equal_load_share_a_third_each_sticky_with_real_client_addresses
 }
 
 #[test]
-fn f_nat_mode_three_nodes_equal_load() {
-    equal_shares("f_nat_mode", "nat");
+fn f_nat_mode_three_nodes_equal_load_with_signed_membership() {
+    let Some((g, _)) = equal_shares("f_nat_mode", "nat") else {
+        return;
+    };
+    let s = g.status(0);
+    assert!(s.counter("membership_rx_reports") > 0);
+    assert_eq!(s.counter("membership_discard_auth"), 0);
 }
 
 #[test]

@@ -23,6 +23,9 @@ use netlink::{LinkEvents, LinkInfo, NetlinkError};
 use sockets::{GarpSocket, MembershipSocket, VrrpSocket};
 use worker::{Done, Worker};
 
+/// Wait before applying the data path again after a failed apply.
+const APPLY_RETRY: Duration = Duration::from_secs(5);
+
 /// Gratuitous ARPs per burst (keepalived's default `vrrp_garp_master_repeat` is 5).
 const GARP_BURST: usize = 5;
 
@@ -64,6 +67,9 @@ struct LoadSharing {
     lo: LinkInfo,
     last_sample: Instant,
     ticks: u64,
+    /// The newest data path handed to the worker, and when to hand it again after a failure.
+    desired: Option<crate::dataplane::Desired>,
+    retry_at: Option<Instant>,
 }
 
 /// Runs the supervisor until `shutdown` completes, then leaves the group cleanly:
@@ -112,6 +118,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             lo,
             last_sample: Instant::now(),
             ticks: 0,
+            desired: None,
+            retry_at: None,
         })
     };
     drop(done_tx);
@@ -148,7 +156,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let mut mbuf = vec![0u8; 65_536];
     loop {
         let deadline = router.poll_timeout();
-        let lb_deadline = shell.lb.as_ref().and_then(|lb| lb.cluster.poll_timeout());
+        let lb_deadline =
+            shell
+                .lb
+                .as_ref()
+                .and_then(|lb| match (lb.cluster.poll_timeout(), lb.retry_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                });
         tokio::select! {
             // Shutdown first: a stop request must not wait behind a packet flood.
             biased;
@@ -191,6 +206,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             () = sleep_until(lb_deadline) => {
                 if let Some(lb) = shell.lb.as_mut() {
                     let now = Instant::now();
+                    if lb.retry_at.is_some_and(|t| t <= now) {
+                        lb.retry_at = None;
+                        if let Some(d) = lb.desired.clone() {
+                            lb.worker.apply(d);
+                        }
+                    }
                     if lb.cluster.poll_timeout().is_some_and(|t| t <= now) {
                         // A period starts: sample first so the report carries fresh load.
                         lb.sample();
@@ -200,7 +221,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
             Some(done) = done_rx.recv() => match done {
                 Done::Applied(Ok(())) => log::debug!("data path applied"),
-                Done::Applied(Err(e)) => log::error!("{e}"),
+                Done::Applied(Err(e)) => {
+                    // Whatever failed (nft missing, a busy lock), try the newest state again.
+                    log::error!("{e}; retrying in {}s", APPLY_RETRY.as_secs());
+                    if let Some(lb) = shell.lb.as_mut() {
+                        lb.retry_at.get_or_insert(Instant::now() + APPLY_RETRY);
+                    }
+                }
                 Done::Pinned(p) => {
                     if let Some(lb) = shell.lb.as_mut() {
                         lb.cluster.set_pinned(p);
@@ -299,6 +326,7 @@ fn cluster_config(config: &Config, primary: Ipv4Addr) -> ClusterConfig {
     c.sticky_idle_s = ha.sticky_idle_s;
     c.capacity = config.node.capacity;
     c.priority = ha.priority;
+    c.auth_key = ha.auth_key.as_ref().map(|k| k.as_bytes().to_vec());
     let group = format!(
         "{} {} {:?} {} {}",
         ha.virtual_ip, ha.lb_id, ha.port_redirects, ha.mode, ha.sticky_idle_s
@@ -425,6 +453,7 @@ impl Shell {
             }
         }
         if let Some(d) = lb.cluster.poll_desired() {
+            lb.desired = Some(d.clone());
             lb.worker.apply(d);
         }
         while let Some(e) = lb.cluster.poll_event() {

@@ -924,6 +924,31 @@ mod tests {
     }
 
     #[test]
+    fn messages_signed_with_another_key_are_dropped_and_counted() {
+        let t0 = Instant::now();
+        let keyed = |name: &str, addr, key: &[u8]| {
+            let mut c = Cluster::new(ClusterConfig {
+                auth_key: Some(key.to_vec()),
+                ..cfg(name, addr)
+            });
+            c.handle_local_load(load());
+            c.handle_startup(t0);
+            c
+        };
+        let mut nodes = vec![
+            keyed("a", A, b"0123456789abcdef"),
+            keyed("b", B, b"0123456789abcdef"),
+            keyed("c", C, b"another-key-0000"),
+        ];
+        nodes[0].set_role(t0, true);
+        run(&mut nodes, &[true; 3], t0, t0 + 3 * SEC);
+        let members: Vec<Ipv4Addr> = nodes[0].nodes().iter().map(|n| n.address).collect();
+        assert_eq!(members, vec![A, B], "C signs with another key");
+        assert!(nodes[2].counters()["discard_auth"] > 0);
+        assert_eq!(nodes[2].director(), None);
+    }
+
+    #[test]
     fn priority_zero_never_directs() {
         let t0 = Instant::now();
         let mut c = Cluster::new(ClusterConfig {

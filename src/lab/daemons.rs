@@ -41,6 +41,8 @@ pub struct VrrpOpts {
     pub mode: String,
     /// `node.capacity` of proxyha.
     pub capacity: Option<f64>,
+    /// `ha.auth_key` of proxyha.
+    pub auth_key: Option<String>,
 }
 
 impl VrrpOpts {
@@ -54,7 +56,13 @@ impl VrrpOpts {
             redirects: Vec::new(),
             mode: "direct".into(),
             capacity: None,
+            auth_key: None,
         }
+    }
+
+    pub fn auth_key(mut self, key: &str) -> VrrpOpts {
+        self.auth_key = Some(key.to_string());
+        self
     }
 
     /// Load sharing on these ports (proxyha only).
@@ -167,7 +175,7 @@ preempt = {preempt}
 vrrp_version = {ver}
 port_redirects = [{redirects}]
 mode = "{mode}"
-
+{auth_key}
 [control]
 socket = "{control}"
 
@@ -193,6 +201,10 @@ level = "debug"
                 .collect::<Vec<_>>()
                 .join(", "),
             mode = opts.mode,
+            auth_key = opts
+                .auth_key
+                .as_ref()
+                .map_or(String::new(), |k| format!("auth_key = \"{k}\"\n")),
             control = control.display(),
             log = log.display(),
         );
