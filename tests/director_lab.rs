@@ -157,8 +157,33 @@ impl Group {
                 self.status(0).0
             );
         }
-        // The worker loads the table right after; give it a moment.
-        std::thread::sleep(Duration::from_millis(1500));
+        // Load feedback settles in the first periods after the joins: wait until the
+        // director's table has not changed for 2 s, then give the worker a moment to load it.
+        let shares = || -> Vec<String> {
+            let s = self.status(0);
+            s.0["nodes"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|x| format!("{}", x["share"]))
+                .collect()
+        };
+        let mut last = shares();
+        let mut since = Instant::now();
+        let stable = lab::wait_for(Duration::from_secs(20), Duration::from_millis(200), || {
+            let now = shares();
+            if now != last {
+                last = now;
+                since = Instant::now();
+            }
+            (since.elapsed() >= Duration::from_secs(2)).then_some(())
+        });
+        assert!(
+            stable.is_some(),
+            "the director's table kept changing: {last:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1000));
     }
 
     /// Connects from every `src` to VIP:9090 (in parallel, 4 threads); per source the
