@@ -64,6 +64,8 @@ pub struct Ha {
     pub port_redirects: Vec<PortRedirect>,
     pub sticky_idle_s: u32,
     pub mode: Mode,
+    /// Shared secret of the membership protocol's HMAC-SHA256; `None`: messages unsigned.
+    pub auth_key: Option<String>,
 }
 
 /// Client traffic to `port` on the VIP goes to `to` on the chosen scanning node.
@@ -269,6 +271,7 @@ priority = 99                    # required: 1..=254 director candidate (highest
 port_redirects = [9090, 2121]    # ports shared by the group; or { port = 80, to = 9090 }
 # sticky_idle_s = 300            # a client stays on its node until idle this long; 1..=86400
 # mode = "direct"                # "direct" (replies bypass the director) or "nat"
+# auth_key = "…"                 # membership HMAC-SHA256 secret, 16..=255 bytes, the same on every node
 
 [control]
 # socket = "/run/proxyha/control.sock"
@@ -298,6 +301,7 @@ const HA_KEYS: &[&str] = &[
     "port_redirects",
     "sticky_idle_s",
     "mode",
+    "auth_key",
 ];
 const CONTROL_KEYS: &[&str] = &["socket"];
 const LOG_KEYS: &[&str] = &["target", "level"];
@@ -711,6 +715,22 @@ impl Cx<'_> {
             }
             None => Some(Mode::Direct),
         };
+        let auth_key = match s.get("auth_key") {
+            Some(v) => {
+                const RULE: &str =
+                    "must be a secret of 16 to 255 bytes, the same on every node of the group";
+                match self.string("ha.auth_key", v, RULE) {
+                    Some(k) if (16..=255).contains(&k.len()) => Some(Some(k.to_string())),
+                    Some(k) => {
+                        // Never echo a secret, not even a wrong one: its length is enough.
+                        self.error(v.span(), format!("ha.auth_key ({} bytes): {RULE}", k.len()));
+                        None
+                    }
+                    None => None,
+                }
+            }
+            None => Some(None),
+        };
         Some(Ha {
             interface: interface?,
             virtual_ip: virtual_ip?,
@@ -724,6 +744,7 @@ impl Cx<'_> {
             port_redirects: port_redirects?,
             sticky_idle_s: sticky_idle_s?,
             mode: mode?,
+            auth_key: auth_key?,
         })
     }
 
@@ -1126,6 +1147,7 @@ vrrp_checksum = "vrrp-only"
 port_redirects = [9090, { port = 80, to = 9091 }, { port = 2121 }]
 sticky_idle_s = 60
 mode = "nat"
+auth_key = "0123456789abcdef"
 
 [control]
 socket = "/tmp/p.sock"
@@ -1166,6 +1188,7 @@ level = "debug"
                     ],
                     sticky_idle_s: 60,
                     mode: Mode::Nat,
+                    auth_key: Some("0123456789abcdef".into()),
                 },
                 control: Control {
                     socket: "/tmp/p.sock".into()
@@ -1301,6 +1324,10 @@ target = "syslog"                # "syslog" | "stderr" | "file:/path"
             (
                 "sticky_idle_s = 0",
                 "proxyha.toml:4:17: ha.sticky_idle_s = 0: must be 1..=86400",
+            ),
+            (
+                "auth_key = \"short\"",
+                "proxyha.toml:4:12: ha.auth_key (5 bytes): must be a secret of 16 to 255 bytes, the same on every node of the group",
             ),
             (
                 "mode = \"dr\"",
@@ -1515,7 +1542,7 @@ target = "syslog"                # "syslog" | "stderr" | "file:/path"
             ha_error("prority = 5"),
             "proxyha.toml:4:1: unknown key ha.prority (did you mean priority?); allowed keys in [ha]: \
              interface, virtual_ip, virtual_router_id, lb_id, priority, advert_interval_ms, preempt, \
-             vrrp_version, vrrp_checksum, port_redirects, sticky_idle_s, mode"
+             vrrp_version, vrrp_checksum, port_redirects, sticky_idle_s, mode, auth_key"
         );
         assert_eq!(
             error(&format!("{MINIMAL}[control]\npath = \"/x\"\n")),

@@ -52,6 +52,48 @@ pub struct Status {
     pub uptime_s: f64,
     /// Every named counter, zero or not (rx_adverts, tx_adverts, discard_*, ...).
     pub counters: BTreeMap<String, u64>,
+    /// The current director (this node's address on the director), null while unknown or
+    /// when load sharing is off (no `ha.port_redirects`).
+    #[serde(default)]
+    pub director: Option<Ipv4Addr>,
+    /// On the director every member; on a scanning node the director and itself.
+    #[serde(default)]
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// One member of the load-sharing group (BRIEF §3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub address: Ipv4Addr,
+    /// "director" | "scanning".
+    pub role: String,
+    /// Reporting, and every redirected port listening.
+    pub healthy: bool,
+    pub ports: Vec<PortStatus>,
+    pub load: LoadStatus,
+    /// Effective weight (capacity × load feedback); 0 when not eligible for new clients.
+    pub weight: f64,
+    /// Fraction of the bucket table (new clients) this node gets, 0..=1.
+    pub share: f64,
+    /// Live sticky pins to this node (director only; null where unknown).
+    #[serde(default)]
+    pub pinned: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortStatus {
+    pub port: u16,
+    pub listening: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadStatus {
+    /// Smoothed CPU utilisation 0..=1.
+    pub cpu: f64,
+    /// Established connections on the redirected ports.
+    pub conns: u64,
+    pub capacity: f64,
 }
 
 /// The state as an administrator reads it: MASTER (director), BACKUP, FAULT, ...
@@ -161,6 +203,33 @@ pub fn render_table(status: &Status) -> String {
         push_list(&mut rows, "events", events);
     }
     rows.push(("version", status.version.clone()));
+    if let Some(d) = status.director {
+        rows.push(("director", d.to_string()));
+    }
+    for (i, n) in status.nodes.iter().enumerate() {
+        let ports: Vec<String> = n
+            .ports
+            .iter()
+            .map(|p| format!("{}{}", p.port, if p.listening { "" } else { " DOWN" }))
+            .collect();
+        let pinned = n.pinned.map_or(String::new(), |p| format!(", {p} pinned"));
+        rows.push((
+            if i == 0 { "nodes" } else { "" },
+            format!(
+                "{} {} {}{}: cpu {:.0} %, {} conns, capacity {}, weight {:.2}, share {:.1} %{pinned}, ports [{}]",
+                n.name,
+                n.address,
+                n.role,
+                if n.healthy { "" } else { " (UNHEALTHY)" },
+                n.load.cpu * 100.0,
+                n.load.conns,
+                n.load.capacity,
+                n.weight,
+                n.share * 100.0,
+                ports.join(", ")
+            ),
+        ));
+    }
 
     let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
     let mut out = String::new();
@@ -378,6 +447,25 @@ mod tests {
                 .iter()
                 .map(|(name, n)| (name.to_string(), *n))
                 .collect(),
+            director: Some(Ipv4Addr::new(10, 10, 74, 71)),
+            nodes: vec![NodeStatus {
+                name: "jupiter".into(),
+                address: Ipv4Addr::new(10, 10, 74, 71),
+                role: "director".into(),
+                healthy: true,
+                ports: vec![PortStatus {
+                    port: 9090,
+                    listening: true,
+                }],
+                load: LoadStatus {
+                    cpu: 0.25,
+                    conns: 12,
+                    capacity: 2.0,
+                },
+                weight: 2.0,
+                share: 0.5,
+                pinned: Some(7),
+            }],
         }
     }
 

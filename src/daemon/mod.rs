@@ -6,17 +6,25 @@
 mod control;
 pub mod netlink;
 mod sockets;
+mod worker;
 
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::director::cluster::{Cluster, ClusterConfig, LocalLoad};
+use crate::load::{PortListen, Sampler, SamplerPaths};
 use crate::status::{Request, Response, Status};
 use crate::vrrp::{Action, Router, RouterConfig, State};
+use crate::wire::ipv4;
 
 use netlink::{LinkEvents, LinkInfo, NetlinkError};
-use sockets::{GarpSocket, VrrpSocket};
+use sockets::{GarpSocket, MembershipSocket, VrrpSocket};
+use worker::{Done, Worker};
+
+/// Wait before applying the data path again after a failed apply.
+const APPLY_RETRY: Duration = Duration::from_secs(5);
 
 /// Gratuitous ARPs per burst (keepalived's default `vrrp_garp_master_repeat` is 5).
 const GARP_BURST: usize = 5;
@@ -45,6 +53,23 @@ struct Shell {
     started: Instant,
     /// Last time a send error was logged, so a dead link does not flood the log.
     last_send_error_log: Option<Instant>,
+    /// Load sharing (issue 3), when `ha.port_redirects` is not empty.
+    lb: Option<LoadSharing>,
+}
+
+/// The membership core and its I/O: protocol-253 socket, load sampler, data-path worker.
+struct LoadSharing {
+    cluster: Cluster,
+    socket: MembershipSocket,
+    sampler: Sampler,
+    worker: Worker,
+    /// `lo`, where a scanning node holds the VIP (direct mode).
+    lo: LinkInfo,
+    last_sample: Instant,
+    ticks: u64,
+    /// The newest data path handed to the worker, and when to hand it again after a failure.
+    desired: Option<crate::dataplane::Desired>,
+    retry_at: Option<Instant>,
 }
 
 /// Runs the supervisor until `shutdown` completes, then leaves the group cleanly:
@@ -69,6 +94,36 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let garp = GarpSocket::open(link.index)?;
     let (_control, mut requests) = control::ControlServer::start(&config.control.socket).await?;
 
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
+    let lb = if config.ha.port_redirects.is_empty() {
+        log::info!("no ha.port_redirects: load sharing off, VRRP only");
+        None
+    } else {
+        let lo = netlink::link_by_name(&handle, "lo").await?;
+        let socket = MembershipSocket::open(&ifname)?;
+        let ports: Vec<u16> = config.ha.port_redirects.iter().map(|r| r.to).collect();
+        let sampler = Sampler::new(
+            SamplerPaths::default(),
+            ports,
+            crate::load::Ewma::DEFAULT_TAU,
+        );
+        let worker = Worker::start(done_tx.clone())?;
+        let mut cluster = Cluster::new(cluster_config(&config, primary));
+        cluster.handle_startup(Instant::now());
+        Some(LoadSharing {
+            cluster,
+            socket,
+            sampler,
+            worker,
+            lo,
+            last_sample: Instant::now(),
+            ticks: 0,
+            desired: None,
+            retry_at: None,
+        })
+    };
+    drop(done_tx);
+
     let mut router = Router::new(router_config(&config, primary));
     let mut shell = Shell {
         config,
@@ -80,6 +135,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         vip_owned: false,
         started: Instant::now(),
         last_send_error_log: None,
+        lb,
     };
     log::info!(
         "proxyha {} starting on {ifname} ({primary}), VRID {}, priority {}, VIP {vip}, link {}",
@@ -88,13 +144,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         shell.config.ha.priority,
         if shell.link.up { "up" } else { "down" },
     );
+    if let Some(lb) = shell.lb.as_mut() {
+        lb.sample();
+    }
     router.handle_startup(Instant::now(), shell.link.up);
     shell.execute(&mut router).await;
+    shell.drive_cluster(&router);
 
     tokio::pin!(shutdown);
     let mut buf = vec![0u8; 65_536];
+    let mut mbuf = vec![0u8; 65_536];
     loop {
         let deadline = router.poll_timeout();
+        let lb_deadline =
+            shell
+                .lb
+                .as_ref()
+                .and_then(|lb| match (lb.cluster.poll_timeout(), lb.retry_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                });
         tokio::select! {
             // Shutdown first: a stop request must not wait behind a packet flood.
             biased;
@@ -118,6 +187,53 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 }
             }
             () = sleep_until(deadline) => router.handle_timeout(Instant::now()),
+            // Membership after VRRP: adverts never wait behind reports.
+            received = recv_membership(shell.lb.as_ref(), &mut mbuf) => {
+                match received {
+                    Ok(n) => {
+                        if let Some(lb) = shell.lb.as_mut()
+                            && let Ok((header, payload)) = ipv4::parse(&mbuf[..n])
+                        {
+                            lb.cluster.handle_datagram(Instant::now(), header.src, payload);
+                        }
+                    }
+                    Err(e) => {
+                        log::warn!("receiving membership messages on {}: {e}", shell.link.name);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            () = sleep_until(lb_deadline) => {
+                if let Some(lb) = shell.lb.as_mut() {
+                    let now = Instant::now();
+                    if lb.retry_at.is_some_and(|t| t <= now) {
+                        lb.retry_at = None;
+                        if let Some(d) = lb.desired.clone() {
+                            lb.worker.apply(d);
+                        }
+                    }
+                    if lb.cluster.poll_timeout().is_some_and(|t| t <= now) {
+                        // A period starts: sample first so the report carries fresh load.
+                        lb.sample();
+                    }
+                    lb.cluster.handle_timeout(now);
+                }
+            }
+            Some(done) = done_rx.recv() => match done {
+                Done::Applied(Ok(())) => log::debug!("data path applied"),
+                Done::Applied(Err(e)) => {
+                    // Whatever failed (nft missing, a busy lock), try the newest state again.
+                    log::error!("{e}; retrying in {}s", APPLY_RETRY.as_secs());
+                    if let Some(lb) = shell.lb.as_mut() {
+                        lb.retry_at.get_or_insert(Instant::now() + APPLY_RETRY);
+                    }
+                }
+                Done::Pinned(p) => {
+                    if let Some(lb) = shell.lb.as_mut() {
+                        lb.cluster.set_pinned(p);
+                    }
+                }
+            },
             event = link_events.next() => match event {
                 Some(up) if up != shell.link.up => {
                     shell.link.up = up;
@@ -139,6 +255,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
         }
         shell.execute(&mut router).await;
+        shell.drive_cluster(&router);
     }
 
     log::info!("stopping on signal");
@@ -148,8 +265,74 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if let Err(e) = netlink::remove_vip(&shell.handle, &shell.link, vip).await {
         log::error!("{e}");
     }
+    // After the VIP is gone (no more client traffic is ours): the table, rules, sysctls and
+    // the VIP on lo go too.
+    if let Some(lb) = shell.lb.take() {
+        lb.worker.teardown().await;
+    }
     log::info!("stopped");
     Ok(())
+}
+
+/// Waits for a membership datagram; never completes when load sharing is off.
+async fn recv_membership(lb: Option<&LoadSharing>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match lb {
+        Some(lb) => lb.socket.recv(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl LoadSharing {
+    /// Reads /proc (a few small files; fast enough to do inline) into the core.
+    fn sample(&mut self) {
+        let now = Instant::now();
+        let dt = now.duration_since(self.last_sample);
+        self.last_sample = now;
+        let mut load = LocalLoad::default();
+        match self.sampler.sample(dt) {
+            Ok(s) => {
+                load.cpu = s.cpu;
+                load.cpu_count = s.cpu_count;
+                load.conns = s.conns_raw;
+            }
+            Err(e) => log::warn!("{e}"),
+        }
+        if let Ok(state) = self.sampler.listen_state() {
+            load.listening = state
+                .into_iter()
+                .map(|(p, st)| (p, st == PortListen::Wildcard))
+                .collect();
+        }
+        self.ticks += 1;
+        if self.cluster.is_director() && self.ticks % 5 == 0 {
+            self.worker.pinned();
+        }
+        self.cluster.handle_local_load(load);
+    }
+}
+
+fn cluster_config(config: &Config, primary: Ipv4Addr) -> ClusterConfig {
+    use sha2::{Digest, Sha256};
+    let ha = &config.ha;
+    let mut c = ClusterConfig::new(
+        &config.node.name,
+        primary,
+        ha.virtual_ip,
+        ha.port_redirects.clone(),
+    );
+    c.lb_id = ha.lb_id;
+    c.interface = ha.interface.clone();
+    c.mode = ha.mode;
+    c.sticky_idle_s = ha.sticky_idle_s;
+    c.capacity = config.node.capacity;
+    c.priority = ha.priority;
+    c.auth_key = ha.auth_key.as_ref().map(|k| k.as_bytes().to_vec());
+    let group = format!(
+        "{} {} {:?} {} {}",
+        ha.virtual_ip, ha.lb_id, ha.port_redirects, ha.mode, ha.sticky_idle_s
+    );
+    c.config_digest = Sha256::digest(group.as_bytes()).into();
+    c
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -219,6 +402,14 @@ impl Shell {
                 }
                 Action::AddVips => {
                     let vip = self.config.ha.virtual_ip;
+                    // A scanning node holds the VIP on lo; it leaves lo before it appears on
+                    // the interface (the data-path worker, told of the role change right
+                    // after, finds it gone and leaves it so).
+                    if let Some(lb) = self.lb.as_ref()
+                        && let Err(e) = netlink::remove_vip(&self.handle, &lb.lo, vip).await
+                    {
+                        log::error!("{e}");
+                    }
                     log::info!("VRRP_Instance(VI_{}) setting VIPs: {vip}", self.vrid());
                     match netlink::add_vip(&self.handle, &self.link, vip).await {
                         Ok(()) => self.vip_owned = true,
@@ -245,6 +436,28 @@ impl Shell {
                     }
                 }
             }
+        }
+    }
+
+    /// Tells the membership core the VRRP role, then carries out what it asks: messages
+    /// out, data path to the worker, events to the log.
+    fn drive_cluster(&mut self, router: &Router) {
+        let Some(lb) = self.lb.as_mut() else {
+            return;
+        };
+        lb.cluster
+            .set_role(Instant::now(), router.state() == State::Master);
+        while let Some(t) = lb.cluster.poll_transmit() {
+            if let Err(e) = lb.socket.send(t.dst, &t.payload) {
+                log::debug!("sending membership message to {}: {e}", t.dst);
+            }
+        }
+        if let Some(d) = lb.cluster.poll_desired() {
+            lb.desired = Some(d.clone());
+            lb.worker.apply(d);
+        }
+        while let Some(e) = lb.cluster.poll_event() {
+            log::info!("{e}");
         }
     }
 
@@ -280,7 +493,19 @@ impl Shell {
                 .counters()
                 .iter()
                 .map(|(k, v)| (k.to_string(), v))
+                .chain(self.lb.iter().flat_map(|lb| {
+                    lb.cluster
+                        .counters()
+                        .iter()
+                        .map(|(k, v)| (format!("membership_{k}"), *v))
+                }))
                 .collect(),
+            director: self.lb.as_ref().and_then(|lb| lb.cluster.director()),
+            nodes: self
+                .lb
+                .as_ref()
+                .map(|lb| lb.cluster.nodes())
+                .unwrap_or_default(),
         }
     }
 }

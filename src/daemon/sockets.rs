@@ -7,7 +7,7 @@ use std::num::NonZeroU32;
 
 use socket2::{Domain, Protocol, SockAddr, SockAddrStorage, Socket, Type};
 
-use crate::wire::{arp, vrrp};
+use crate::wire::{arp, membership, vrrp};
 
 /// Raw IPv4 socket for IP protocol 112 on one interface.
 ///
@@ -133,5 +133,50 @@ fn link_layer_broadcast(ifindex: u32) -> SockAddr {
     #[allow(unsafe_code)]
     unsafe {
         SockAddr::new(storage, len)
+    }
+}
+
+/// Raw IPv4 socket for IP protocol 253 (membership) on the HA interface: announcements to
+/// 255.255.255.255 and unicast reports. Held as a tokio `UdpSocket` like [`VrrpSocket`].
+pub struct MembershipSocket {
+    sock: tokio::net::UdpSocket,
+}
+
+impl MembershipSocket {
+    pub fn open(ifname: &str) -> io::Result<MembershipSocket> {
+        let ctx = |what: &str| {
+            let what = what.to_string();
+            move |e: io::Error| io::Error::new(e.kind(), format!("{what} on {ifname}: {e}"))
+        };
+        let sock = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(i32::from(membership::PROTOCOL))),
+        )
+        .map_err(ctx(
+            "opening raw IP protocol 253 socket (needs root or CAP_NET_RAW)",
+        ))?;
+        // Bound to the HA interface: the limited broadcast leaves through it, and we only
+        // hear our own group's LAN.
+        sock.bind_device(Some(ifname.as_bytes()))
+            .map_err(ctx("binding the membership socket"))?;
+        sock.set_broadcast(true)
+            .map_err(ctx("setting SO_BROADCAST"))?;
+        sock.set_nonblocking(true)
+            .map_err(ctx("setting non-blocking mode"))?;
+        let sock = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(sock))?;
+        Ok(MembershipSocket { sock })
+    }
+
+    /// Waits for a datagram (IPv4 header included).
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.sock.recv(buf).await
+    }
+
+    /// Sends one membership message to `dst`; the kernel writes the IP header.
+    pub fn send(&self, dst: Ipv4Addr, payload: &[u8]) -> io::Result<()> {
+        self.sock
+            .try_send_to(payload, SocketAddr::V4(SocketAddrV4::new(dst, 0)))
+            .map(|_| ())
     }
 }

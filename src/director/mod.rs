@@ -11,6 +11,7 @@
 
 use std::net::Ipv4Addr;
 
+pub mod cluster;
 pub mod scheduler;
 pub mod sticky;
 

@@ -29,6 +29,10 @@ pub struct FeedbackParams {
     pub min: f64,
     /// Ceiling of the multiplier, so an idle node is not handed everything at once.
     pub max: f64,
+    /// Utilisation gaps `|ū − u|` up to this are treated as 0. Nodes sampling at different
+    /// moments never read exactly the same load; without a dead band the integrator turns
+    /// that noise into a random walk of the weights and rewrites the table every period.
+    pub deadband: f64,
 }
 
 impl Default for FeedbackParams {
@@ -37,6 +41,7 @@ impl Default for FeedbackParams {
             gain: 0.5,
             min: 0.5,
             max: 2.0,
+            deadband: 0.05,
         }
     }
 }
@@ -106,8 +111,15 @@ impl Weights {
         }
         let mean = self.mean_utilisation();
         let gain = self.params.gain;
+        let deadband = self.params.deadband.max(0.0);
         for e in self.nodes.values_mut() {
-            e.multiplier *= 1.0 + gain * (mean - e.utilisation);
+            let gap = mean - e.utilisation;
+            let gap = if gap.abs() <= deadband {
+                0.0
+            } else {
+                gap - deadband.copysign(gap)
+            };
+            e.multiplier *= 1.0 + gain * gap;
         }
         let norm = self
             .nodes

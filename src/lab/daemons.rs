@@ -35,6 +35,14 @@ pub struct VrrpOpts {
     pub preempt: bool,
     pub vrrp_version: u8,
     pub vrid: u8,
+    /// `ha.port_redirects` of proxyha; empty (the default) = VRRP only, no load sharing.
+    pub redirects: Vec<u16>,
+    /// `ha.mode` of proxyha ("direct" or "nat").
+    pub mode: String,
+    /// `node.capacity` of proxyha.
+    pub capacity: Option<f64>,
+    /// `ha.auth_key` of proxyha.
+    pub auth_key: Option<String>,
 }
 
 impl VrrpOpts {
@@ -45,7 +53,32 @@ impl VrrpOpts {
             preempt: true,
             vrrp_version: 3,
             vrid: 51,
+            redirects: Vec::new(),
+            mode: "direct".into(),
+            capacity: None,
+            auth_key: None,
         }
+    }
+
+    pub fn auth_key(mut self, key: &str) -> VrrpOpts {
+        self.auth_key = Some(key.to_string());
+        self
+    }
+
+    /// Load sharing on these ports (proxyha only).
+    pub fn redirects(mut self, ports: &[u16]) -> VrrpOpts {
+        self.redirects = ports.to_vec();
+        self
+    }
+
+    pub fn mode(mut self, mode: &str) -> VrrpOpts {
+        self.mode = mode.to_string();
+        self
+    }
+
+    pub fn capacity(mut self, capacity: f64) -> VrrpOpts {
+        self.capacity = Some(capacity);
+        self
     }
 
     pub fn preempt(mut self, preempt: bool) -> VrrpOpts {
@@ -131,7 +164,7 @@ impl Lab {
             r#"[node]
 name = "{name}"
 management_ip = "{addr}"
-
+{capacity}
 [ha]
 interface = "eth0"
 virtual_ip = "{vip}"
@@ -140,8 +173,9 @@ priority = {prio}
 advert_interval_ms = {int}
 preempt = {preempt}
 vrrp_version = {ver}
-port_redirects = [9090]
-
+port_redirects = [{redirects}]
+mode = "{mode}"
+{auth_key}
 [control]
 socket = "{control}"
 
@@ -157,6 +191,20 @@ level = "debug"
             int = opts.advert_interval_ms,
             preempt = opts.preempt,
             ver = opts.vrrp_version,
+            capacity = opts
+                .capacity
+                .map_or(String::new(), |c| format!("capacity = {c:?}\n")),
+            redirects = opts
+                .redirects
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            mode = opts.mode,
+            auth_key = opts
+                .auth_key
+                .as_ref()
+                .map_or(String::new(), |k| format!("auth_key = \"{k}\"\n")),
             control = control.display(),
             log = log.display(),
         );

@@ -704,6 +704,53 @@ impl Host {
             })
     }
 
+    /// Starts a TCP server on 0.0.0.0:`port` in this namespace that answers every
+    /// connection with `"<host name> <peer address>\n"` and closes. Setting the returned
+    /// flag stops it (the listener closes within a few ms); lab teardown stops it too.
+    pub fn serve_peer(&self, port: u16) -> io::Result<Arc<AtomicBool>> {
+        let name = self.name.clone();
+        let own = Arc::new(AtomicBool::new(false));
+        let own2 = own.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.spawn_thread(move |stop| {
+            let listener = match TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            {
+                Ok(l) => {
+                    let _ = tx.send(Ok(()));
+                    l
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            while !stop.load(Ordering::Relaxed) && !own2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut s, peer)) => {
+                        use std::io::Write;
+                        let _ = s.set_nonblocking(false);
+                        let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+                        let _ = s.write_all(format!("{name} {}\n", peer.ip()).as_bytes());
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        })?;
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| io::Error::other(format!("peer server in {} did not start", self.ns)))?
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("binding 0.0.0.0:{port} in {}: {e}", self.ns),
+                )
+            })?;
+        Ok(own)
+    }
+
     pub(crate) fn lab_dir(&self) -> &Path {
         &self.shared.dir
     }

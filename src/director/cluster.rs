@@ -1,0 +1,1017 @@
+//! Membership core, sans-IO (issue 3 item 1): who is in the group, who directs, and what
+//! the data path should look like.
+//!
+//! Inputs, all with the caller's `now`:
+//! - [`Cluster::handle_datagram`]: an IP protocol-253 payload and its source address
+//!   (decoded here; other `lb_id`s, bad MACs and malformed bodies are dropped and counted);
+//! - [`Cluster::handle_local_load`]: this node's load sample, once per report period;
+//! - [`Cluster::set_role`]: the VRRP core entered (`true`) or left (`false`) MASTER;
+//! - [`Cluster::handle_timeout`]: when [`Cluster::poll_timeout`] is due (a spurious call is
+//!   harmless).
+//!
+//! Outputs, drained after every input: [`Cluster::poll_transmit`] (encoded messages and their
+//! destination: the load report unicast to the director, the announcement broadcast when
+//! director), [`Cluster::poll_desired`] (the data path this node should have, only when it
+//! changed) and [`Cluster::poll_event`] (membership events the shell logs).
+//!
+//! Every report period (1 s) a node sends its report; the director also receives its own
+//! (without the network), feeds every live member's capacity and CPU into
+//! [`Weights`], rebuilds the [`BucketTable`] incrementally when the quotas moved by more
+//! than 1 % of the table or the eligible set changed, and broadcasts an announcement. A
+//! member silent for [`FAIL_PERIODS`] periods is dropped at that exact deadline (not at the
+//! next tick), so its clients move within 3 periods plus the time to load the table.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use super::NodeId;
+use super::scheduler::{BucketTable, DEFAULT_BUCKETS, FeedbackParams, NodeLoad, Weights, quotas};
+use crate::config::{Mode, PortRedirect};
+use crate::dataplane::{Desired, DirectorState, Role};
+use crate::status::{LoadStatus, NodeStatus, PortStatus};
+use crate::wire::membership::{
+    self, Announcement, Error as WireError, Member, MemberState, Message, PortConns, PortHealth,
+    Report,
+};
+
+/// Silent report periods after which a member has failed (BRIEF §1, issue 3).
+pub const FAIL_PERIODS: u32 = 3;
+
+/// The kernel hash seed of the bucket table. Fixed, so every director candidate hashes a
+/// client to the same bucket (pins and tables stay comparable across directors).
+pub const HASH_SEED: u32 = 0x5058_4841; // "PXHA"
+
+/// What the core needs to know about this node and the group.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub name: String,
+    pub self_addr: Ipv4Addr,
+    pub lb_id: u8,
+    /// Optional HMAC-SHA256 key of membership messages.
+    pub auth_key: Option<Vec<u8>>,
+    pub vip: Ipv4Addr,
+    pub interface: String,
+    pub redirects: Vec<PortRedirect>,
+    pub mode: Mode,
+    pub sticky_idle_s: u32,
+    /// `node.capacity`; `None`: the CPU count of the load sample.
+    pub capacity: Option<f64>,
+    /// 0 = scanning only: never director, whatever [`Cluster::set_role`] says.
+    pub priority: u8,
+    pub report_interval: Duration,
+    pub buckets: usize,
+    /// SHA-256 of the group-relevant config, sent in reports.
+    pub config_digest: [u8; 32],
+}
+
+impl ClusterConfig {
+    /// Defaults for everything but the node and group identity.
+    pub fn new(
+        name: &str,
+        self_addr: Ipv4Addr,
+        vip: Ipv4Addr,
+        redirects: Vec<PortRedirect>,
+    ) -> Self {
+        ClusterConfig {
+            name: name.to_string(),
+            self_addr,
+            lb_id: 51,
+            auth_key: None,
+            vip,
+            interface: "eth0".into(),
+            redirects,
+            mode: Mode::Direct,
+            sticky_idle_s: 300,
+            capacity: None,
+            priority: 100,
+            report_interval: Duration::from_secs(1),
+            buckets: DEFAULT_BUCKETS,
+            config_digest: [0; 32],
+        }
+    }
+}
+
+/// This node's load for one period, as the shell measured it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LocalLoad {
+    /// Smoothed CPU utilisation 0..=1.
+    pub cpu: f64,
+    pub cpu_count: usize,
+    /// Established connections per redirected port.
+    pub conns: BTreeMap<u16, u32>,
+    /// Listening on the wildcard address, per redirected port.
+    pub listening: BTreeMap<u16, bool>,
+}
+
+/// A message to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Unicast to the director, or [`membership::BROADCAST`].
+    pub dst: Ipv4Addr,
+    pub payload: Vec<u8>,
+}
+
+/// Something the shell logs (BRIEF §5 wording).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Joined(Ipv4Addr),
+    Failed(Ipv4Addr),
+    /// Another node announced itself as director.
+    DirectorSeen(Ipv4Addr),
+    /// The table changed: buckets moved.
+    TableRebuilt {
+        version: u64,
+        moved: usize,
+    },
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::Joined(ip) => write!(f, "Scanning partner joined {ip}"),
+            Event::Failed(ip) => write!(f, "Scanning partner has failed {ip}"),
+            Event::DirectorSeen(ip) => write!(f, "director is {ip}"),
+            Event::TableRebuilt { version, moved } => {
+                write!(f, "bucket table version {version}: {moved} buckets moved")
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct MemberEntry {
+    last_report: Instant,
+    report: Report,
+}
+
+/// The membership core. See the module docs for the call order.
+#[derive(Debug)]
+pub struct Cluster {
+    cfg: ClusterConfig,
+    director_role: bool,
+    /// The director we report to (ourselves when director).
+    director: Option<Ipv4Addr>,
+    last_announcement: Option<Instant>,
+    epoch: u64,
+    members: BTreeMap<Ipv4Addr, MemberEntry>,
+    weights: Weights,
+    table: BucketTable,
+    /// The eligible set the table was last built for.
+    table_nodes: BTreeSet<Ipv4Addr>,
+    next_tick: Option<Instant>,
+    local: LocalLoad,
+    last_desired: Option<Desired>,
+    pending_desired: Option<Desired>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    counters: BTreeMap<&'static str, u64>,
+    /// Live pins per node, as the shell last read them from the kernel.
+    pinned: BTreeMap<Ipv4Addr, u64>,
+    /// Members as the director last announced them (scanning nodes' status).
+    announced: Vec<Member>,
+}
+
+impl Cluster {
+    pub fn new(cfg: ClusterConfig) -> Cluster {
+        let size = cfg.buckets;
+        let table = BucketTable::new(size).unwrap_or_else(|_| {
+            BucketTable::new(DEFAULT_BUCKETS).unwrap_or_else(|_| unreachable!("default size"))
+        });
+        Cluster {
+            cfg,
+            director_role: false,
+            director: None,
+            last_announcement: None,
+            epoch: 0,
+            members: BTreeMap::new(),
+            weights: Weights::new(FeedbackParams::default()),
+            table,
+            table_nodes: BTreeSet::new(),
+            next_tick: None,
+            local: LocalLoad::default(),
+            last_desired: None,
+            pending_desired: None,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            counters: [
+                "rx_reports",
+                "rx_announcements",
+                "tx_reports",
+                "tx_announcements",
+                "discard_other_lb_id",
+                "discard_bad_message",
+                "discard_auth",
+                "discard_not_director",
+            ]
+            .into_iter()
+            .map(|k| (k, 0))
+            .collect(),
+            pinned: BTreeMap::new(),
+            announced: Vec::new(),
+        }
+    }
+
+    fn count(&mut self, name: &'static str) {
+        *self.counters.entry(name).or_insert(0) += 1;
+    }
+
+    pub fn counters(&self) -> &BTreeMap<&'static str, u64> {
+        &self.counters
+    }
+
+    pub fn is_director(&self) -> bool {
+        self.director_role
+    }
+
+    pub fn director(&self) -> Option<Ipv4Addr> {
+        self.director
+    }
+
+    pub fn table(&self) -> &BucketTable {
+        &self.table
+    }
+
+    /// Starts the core: the first period is due at once, and the scanning data path is
+    /// wanted from the start (the VIP on `lo`, ready for a director).
+    pub fn handle_startup(&mut self, now: Instant) {
+        self.next_tick = Some(now);
+        self.update_desired();
+    }
+
+    /// The VRRP core entered (`director = true`) or left MASTER.
+    pub fn set_role(&mut self, now: Instant, director: bool) {
+        let director = director && self.cfg.priority > 0;
+        if director == self.director_role {
+            return;
+        }
+        self.director_role = director;
+        if director {
+            self.epoch += 1;
+            self.director = Some(self.cfg.self_addr);
+            // Keep the members we know of from announcements? We only trust reports: start
+            // from ourselves; the others join with their next report (within a period).
+            self.members.retain(|a, _| *a == self.cfg.self_addr);
+            self.table_nodes.clear();
+            // A new director starts from a fresh table (see ARCHITECTURE.md, Scheduler).
+            self.table = BucketTable::new(self.table.size()).unwrap_or_else(|_| self.table.clone());
+            self.self_report(now);
+            self.rebuild(now);
+            self.announce();
+        } else {
+            self.members.clear();
+            self.table_nodes.clear();
+            self.pinned.clear();
+            if self.director == Some(self.cfg.self_addr) {
+                self.director = None;
+                self.last_announcement = None;
+            }
+        }
+        self.update_desired();
+    }
+
+    /// This node's load for the current period; sent with the next report.
+    pub fn handle_local_load(&mut self, load: LocalLoad) {
+        self.local = load;
+    }
+
+    /// Live pins per node as read from the kernel (status only).
+    pub fn set_pinned(&mut self, pinned: BTreeMap<Ipv4Addr, u64>) {
+        self.pinned = pinned;
+    }
+
+    /// A protocol-253 payload (IP header removed) from `src`.
+    pub fn handle_datagram(&mut self, now: Instant, src: Ipv4Addr, payload: &[u8]) {
+        match membership::decode(payload, self.cfg.lb_id, self.cfg.auth_key.as_deref()) {
+            Ok((_, Message::Report(r))) => self.handle_report(now, src, r),
+            Ok((_, Message::Announcement(a))) => self.handle_announcement(now, src, a),
+            Err(WireError::OtherGroup(_)) => self.count("discard_other_lb_id"),
+            Err(WireError::BadMac | WireError::MissingMac | WireError::UnexpectedMac) => {
+                self.count("discard_auth")
+            }
+            Err(_) => self.count("discard_bad_message"),
+        }
+    }
+
+    /// A load report from `src` (the director keeps it; others ignore it).
+    pub fn handle_report(&mut self, now: Instant, src: Ipv4Addr, report: Report) {
+        self.count("rx_reports");
+        if !self.director_role {
+            self.count("discard_not_director");
+            return;
+        }
+        // The report names its sender; a mismatch is a spoof or a NAT in between.
+        if report.address != src {
+            self.count("discard_bad_message");
+            return;
+        }
+        let joined = !self.members.contains_key(&src);
+        self.members.insert(
+            src,
+            MemberEntry {
+                last_report: now,
+                report,
+            },
+        );
+        if joined {
+            self.events.push_back(Event::Joined(src));
+            // A new node gets clients at once rather than at the next period.
+            self.rebuild(now);
+        }
+    }
+
+    /// An announcement from `src`: that node directs.
+    pub fn handle_announcement(&mut self, now: Instant, src: Ipv4Addr, a: Announcement) {
+        if src == self.cfg.self_addr {
+            // Our own broadcast, looped back by the kernel.
+            return;
+        }
+        self.count("rx_announcements");
+        if a.director != src {
+            self.count("discard_bad_message");
+            return;
+        }
+        self.last_announcement = Some(now);
+        self.announced = a.members;
+        if self.director_role {
+            // Two directors: VRRP settles it; we keep directing until it does.
+            self.count("discard_not_director");
+            return;
+        }
+        if self.director != Some(src) {
+            self.director = Some(src);
+            self.events.push_back(Event::DirectorSeen(src));
+            self.update_desired();
+            // Report at once, so a new director learns of us within one round trip.
+            self.send_report();
+        }
+    }
+
+    /// Runs the periodic work when due: report, announce, fail silent members, rebuild.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        // Failure deadlines first: they are exact, not rounded to a tick.
+        if self.director_role {
+            let limit = self.cfg.report_interval * FAIL_PERIODS;
+            let me = self.cfg.self_addr;
+            let failed: Vec<Ipv4Addr> = self
+                .members
+                .iter()
+                .filter(|(a, m)| **a != me && now.duration_since(m.last_report) >= limit)
+                .map(|(a, _)| *a)
+                .collect();
+            for a in &failed {
+                self.members.remove(a);
+                self.events.push_back(Event::Failed(*a));
+            }
+            if !failed.is_empty() {
+                self.rebuild(now);
+            }
+        } else if let (Some(d), Some(t)) = (self.director, self.last_announcement)
+            && now.duration_since(t) >= self.cfg.report_interval * FAIL_PERIODS
+        {
+            // The director went quiet: forget it until a new one announces.
+            let _ = d;
+            self.director = None;
+            self.last_announcement = None;
+            self.update_desired();
+        }
+        let Some(tick) = self.next_tick else {
+            return;
+        };
+        if now < tick {
+            return;
+        }
+        // Next period from the schedule, not from `now`, unless we fell far behind.
+        let mut next = tick + self.cfg.report_interval;
+        if next <= now {
+            next = now + self.cfg.report_interval;
+        }
+        self.next_tick = Some(next);
+        if self.director_role {
+            self.self_report(now);
+            self.rebuild(now);
+            self.announce();
+        } else {
+            self.send_report();
+        }
+    }
+
+    /// The next time [`Cluster::handle_timeout`] has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut at = self.next_tick;
+        let mut earlier = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
+        let limit = self.cfg.report_interval * FAIL_PERIODS;
+        if self.director_role {
+            for (a, m) in &self.members {
+                if *a != self.cfg.self_addr {
+                    earlier(m.last_report + limit);
+                }
+            }
+        } else if let Some(t) = self.last_announcement {
+            earlier(t + limit);
+        }
+        at
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_desired(&mut self) -> Option<Desired> {
+        self.pending_desired.take()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn report(&self) -> Report {
+        let ports: Vec<u16> = self.cfg.redirects.iter().map(|r| r.to).collect();
+        let capacity = match self.cfg.capacity {
+            Some(c) if c.is_finite() && c > 0.0 => c,
+            _ => self.local.cpu_count.max(1) as f64,
+        };
+        Report {
+            name: self.cfg.name.clone(),
+            address: self.cfg.self_addr,
+            capacity,
+            cpu_load: self.local.cpu.clamp(0.0, 1.0) as f32,
+            cpu_count: u16::try_from(self.local.cpu_count).unwrap_or(u16::MAX),
+            connections: ports
+                .iter()
+                .map(|p| PortConns {
+                    port: *p,
+                    established: self.local.conns.get(p).copied().unwrap_or(0),
+                })
+                .collect(),
+            ports: ports
+                .iter()
+                .map(|p| {
+                    let listening = self.local.listening.get(p).copied().unwrap_or(false);
+                    PortHealth {
+                        port: *p,
+                        listening,
+                        reason: if listening {
+                            String::new()
+                        } else {
+                            "not listening on the wildcard address".into()
+                        },
+                    }
+                })
+                .collect(),
+            config_digest: self.cfg.config_digest,
+            software_version: env!("CARGO_PKG_VERSION").to_string(),
+            draining: false,
+        }
+    }
+
+    fn self_report(&mut self, now: Instant) {
+        let me = self.cfg.self_addr;
+        let report = self.report();
+        self.members.insert(
+            me,
+            MemberEntry {
+                last_report: now,
+                report,
+            },
+        );
+    }
+
+    fn send_report(&mut self) {
+        let Some(director) = self.director else {
+            return;
+        };
+        if director == self.cfg.self_addr {
+            return;
+        }
+        let msg = Message::Report(self.report());
+        if let Ok(payload) = membership::encode(&msg, self.cfg.lb_id, self.cfg.auth_key.as_deref())
+        {
+            self.count("tx_reports");
+            self.transmits.push_back(Transmit {
+                dst: director,
+                payload,
+            });
+        }
+    }
+
+    fn eligible(report: &Report) -> bool {
+        !report.draining && report.ports.iter().all(|p| p.listening)
+    }
+
+    fn announce(&mut self) {
+        let members = self
+            .members
+            .iter()
+            .map(|(a, m)| Member {
+                address: *a,
+                name: m.report.name.clone(),
+                weight: self.weights.weight(*a).unwrap_or(0.0),
+                state: if Self::eligible(&m.report) {
+                    MemberState::Active
+                } else {
+                    MemberState::Draining
+                },
+            })
+            .take(membership::MAX_MEMBERS)
+            .collect();
+        let a = Announcement {
+            director: self.cfg.self_addr,
+            epoch: self.epoch,
+            members,
+            table_version: self.table.version(),
+            page: 0,
+            pages: 1,
+            assignments: Vec::new(),
+        };
+        let msg = Message::Announcement(a);
+        if let Ok(payload) = membership::encode(&msg, self.cfg.lb_id, self.cfg.auth_key.as_deref())
+        {
+            self.count("tx_announcements");
+            self.transmits.push_back(Transmit {
+                dst: membership::BROADCAST,
+                payload,
+            });
+        }
+    }
+
+    /// Feeds the members' loads into the weights and moves the table when the eligible set
+    /// changed or a quota moved by more than 1 % of the table (hysteresis: load noise must
+    /// not rewrite the kernel map every second).
+    fn rebuild(&mut self, _now: Instant) {
+        if !self.director_role {
+            return;
+        }
+        let loads: BTreeMap<NodeId, NodeLoad> = self
+            .members
+            .iter()
+            .map(|(a, m)| {
+                (
+                    *a,
+                    NodeLoad {
+                        capacity: m.report.capacity,
+                        utilisation: f64::from(m.report.cpu_load),
+                    },
+                )
+            })
+            .collect();
+        self.weights.update(&loads);
+        let eligible: BTreeSet<Ipv4Addr> = self
+            .members
+            .iter()
+            .filter(|(_, m)| Self::eligible(&m.report))
+            .map(|(a, _)| *a)
+            .collect();
+        let weights = self.weights.weights_where(|n| eligible.contains(&n));
+        let set_changed = eligible != self.table_nodes || self.table.table().is_empty();
+        let drift = {
+            let want = quotas(self.table.size(), &weights);
+            let have = self.table.counts();
+            want.iter()
+                .map(|(n, q)| q.abs_diff(have.get(n).copied().unwrap_or(0)))
+                .max()
+                .unwrap_or(0)
+        };
+        if set_changed || drift * 100 > self.table.size() {
+            let moved = self.table.rebuild(&weights);
+            self.table_nodes = eligible;
+            if moved > 0 {
+                self.events.push_back(Event::TableRebuilt {
+                    version: self.table.version(),
+                    moved,
+                });
+            }
+        }
+        self.update_desired();
+    }
+
+    fn desired(&self) -> Desired {
+        let role = if self.director_role {
+            let me = self.cfg.self_addr;
+            let buckets: Vec<Option<Ipv4Addr>> = if self.table.table().is_empty() {
+                // Nobody eligible: serve everything locally rather than drop it.
+                vec![None]
+            } else {
+                self.table
+                    .table()
+                    .iter()
+                    .map(|n| if *n == me { None } else { Some(*n) })
+                    .collect()
+            };
+            Role::Director(DirectorState {
+                self_addr: me,
+                nodes: self.members.keys().copied().filter(|a| *a != me).collect(),
+                buckets,
+                hash_seed: HASH_SEED,
+                sticky_idle_s: self.cfg.sticky_idle_s,
+                sticky_preload: Vec::new(),
+            })
+        } else {
+            Role::Scanning {
+                self_addr: self.cfg.self_addr,
+                director: self.director,
+            }
+        };
+        Desired {
+            vip: self.cfg.vip,
+            interface: self.cfg.interface.clone(),
+            redirects: self.cfg.redirects.clone(),
+            mode: self.cfg.mode,
+            role,
+        }
+    }
+
+    fn update_desired(&mut self) {
+        let d = self.desired();
+        if self.last_desired.as_ref() != Some(&d) {
+            self.last_desired = Some(d.clone());
+            self.pending_desired = Some(d);
+        }
+    }
+
+    /// Status rows: on the director every member, on a scanning node the director (as far
+    /// as announcements tell) and itself.
+    pub fn nodes(&self) -> Vec<NodeStatus> {
+        let size = self.table.table().len().max(1) as f64;
+        let counts = self.table.counts();
+        let row =
+            |addr: Ipv4Addr, r: &Report, role: &str, weight: f64, pinned: Option<u64>| NodeStatus {
+                name: r.name.clone(),
+                address: addr,
+                role: role.to_string(),
+                healthy: Self::eligible(r),
+                ports: r
+                    .ports
+                    .iter()
+                    .map(|p| PortStatus {
+                        port: p.port,
+                        listening: p.listening,
+                    })
+                    .collect(),
+                load: LoadStatus {
+                    cpu: f64::from(r.cpu_load),
+                    conns: r.connections.iter().map(|c| u64::from(c.established)).sum(),
+                    capacity: r.capacity,
+                },
+                weight,
+                share: counts.get(&addr).copied().unwrap_or(0) as f64 / size,
+                pinned,
+            };
+        if self.director_role {
+            self.members
+                .iter()
+                .map(|(a, m)| {
+                    let role = if *a == self.cfg.self_addr {
+                        "director"
+                    } else {
+                        "scanning"
+                    };
+                    let w = if self.table_nodes.contains(a) {
+                        self.weights.weight(*a).unwrap_or(0.0)
+                    } else {
+                        0.0
+                    };
+                    row(
+                        *a,
+                        &m.report,
+                        role,
+                        w,
+                        Some(self.pinned.get(a).copied().unwrap_or(0)),
+                    )
+                })
+                .collect()
+        } else {
+            let mut out = Vec::new();
+            let announced = |a: Ipv4Addr| self.announced.iter().find(|m| m.address == a);
+            let total: f64 = self
+                .announced
+                .iter()
+                .filter(|m| m.state == MemberState::Active)
+                .map(|m| m.weight)
+                .sum();
+            let share = |a: Ipv4Addr| match announced(a) {
+                Some(m) if m.state == MemberState::Active && total > 0.0 => m.weight / total,
+                _ => 0.0,
+            };
+            // What we know of the director comes from its announcements: name and weight.
+            if let Some(d) = self.director {
+                out.push(NodeStatus {
+                    name: announced(d).map(|m| m.name.clone()).unwrap_or_default(),
+                    address: d,
+                    role: "director".into(),
+                    healthy: announced(d).is_none_or(|m| m.state == MemberState::Active),
+                    ports: Vec::new(),
+                    load: LoadStatus {
+                        cpu: 0.0,
+                        conns: 0,
+                        capacity: 0.0,
+                    },
+                    weight: announced(d).map_or(0.0, |m| m.weight),
+                    share: share(d),
+                    pinned: None,
+                });
+            }
+            let me = self.cfg.self_addr;
+            let mut own = row(me, &self.report(), "scanning", 0.0, None);
+            own.weight = announced(me).map_or(0.0, |m| m.weight);
+            own.share = share(me);
+            out.push(own);
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VIP: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 100);
+    const A: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
+    const B: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 2);
+    const C: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 3);
+    const SEC: Duration = Duration::from_secs(1);
+
+    fn cfg(name: &str, addr: Ipv4Addr) -> ClusterConfig {
+        let mut c = ClusterConfig::new(
+            name,
+            addr,
+            VIP,
+            vec![PortRedirect {
+                port: 9090,
+                to: 9090,
+            }],
+        );
+        c.buckets = 300;
+        c
+    }
+
+    fn load() -> LocalLoad {
+        LocalLoad {
+            cpu: 0.1,
+            cpu_count: 2,
+            conns: BTreeMap::new(),
+            listening: [(9090, true)].into_iter().collect(),
+        }
+    }
+
+    fn node(name: &str, addr: Ipv4Addr, now: Instant) -> Cluster {
+        let mut c = Cluster::new(cfg(name, addr));
+        c.handle_local_load(load());
+        c.handle_startup(now);
+        c
+    }
+
+    /// A tiny LAN: delivers every transmit (broadcast to all others, unicast to its
+    /// address) and runs every node's timer up to `until` in 100 ms steps.
+    fn run(nodes: &mut [Cluster], alive: &[bool], from: Instant, until: Instant) -> Vec<Event> {
+        let mut events = Vec::new();
+        let mut now = from;
+        while now <= until {
+            for (i, n) in nodes.iter_mut().enumerate() {
+                if alive[i] && n.poll_timeout().is_some_and(|t| t <= now) {
+                    n.handle_timeout(now);
+                }
+            }
+            let mut sent = Vec::new();
+            for (i, n) in nodes.iter_mut().enumerate() {
+                while let Some(t) = n.poll_transmit() {
+                    if alive[i] {
+                        sent.push((n.cfg.self_addr, t));
+                    }
+                }
+                while let Some(e) = n.poll_event() {
+                    events.push(e);
+                }
+            }
+            for (src, t) in sent {
+                for (i, n) in nodes.iter_mut().enumerate() {
+                    let to_it = t.dst == membership::BROADCAST || t.dst == n.cfg.self_addr;
+                    if alive[i] && n.cfg.self_addr != src && to_it {
+                        n.handle_datagram(now, src, &t.payload);
+                    }
+                }
+            }
+            now += Duration::from_millis(100);
+        }
+        events
+    }
+
+    fn director_state(d: &Desired) -> &DirectorState {
+        match &d.role {
+            Role::Director(s) => s,
+            other => panic!("expected a director, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn scanning_partners_join_with_their_first_report() {
+        let t0 = Instant::now();
+        let mut nodes = vec![node("a", A, t0), node("b", B, t0), node("c", C, t0)];
+        nodes[0].set_role(t0, true);
+        let events = run(&mut nodes, &[true; 3], t0, t0 + 3 * SEC);
+        assert!(events.contains(&Event::Joined(B)), "{events:?}");
+        assert!(events.contains(&Event::Joined(C)), "{events:?}");
+        assert_eq!(nodes[1].director(), Some(A));
+        let counts = nodes[0].table().counts();
+        assert_eq!(
+            counts.values().copied().collect::<Vec<_>>(),
+            vec![100, 100, 100]
+        );
+        let mut last = None;
+        while let Some(d) = nodes[0].poll_desired() {
+            last = Some(d);
+        }
+        let d = last.expect("director desired state");
+        let s = director_state(&d);
+        assert_eq!(s.nodes, vec![B, C]);
+        assert_eq!(s.buckets.iter().filter(|b| b.is_none()).count(), 100);
+        // A scanning node's status: the director (from its announcements) and itself.
+        let st = nodes[1].nodes();
+        assert_eq!(st.len(), 2);
+        assert_eq!(
+            (st[0].name.as_str(), st[0].role.as_str()),
+            ("a", "director"),
+            "{:?}",
+            nodes[1].announced
+        );
+        assert_eq!((st[1].address, st[1].role.as_str()), (B, "scanning"));
+        assert!((st[1].share - 1.0 / 3.0).abs() < 0.01, "{st:?}");
+        // The director's: every member, with its table share.
+        let st = nodes[0].nodes();
+        assert_eq!(
+            st.iter().map(|n| n.address).collect::<Vec<_>>(),
+            vec![A, B, C]
+        );
+        assert!(
+            st.iter()
+                .all(|n| (n.share - 1.0 / 3.0).abs() < 0.01 && n.healthy)
+        );
+        // Scanning nodes want the scanning data path with the director known.
+        let mut last = None;
+        while let Some(d) = nodes[1].poll_desired() {
+            last = Some(d);
+        }
+        assert_eq!(
+            last.map(|d| d.role),
+            Some(Role::Scanning {
+                self_addr: B,
+                director: Some(A)
+            })
+        );
+    }
+
+    #[test]
+    fn a_partner_silent_for_three_report_periods_has_failed_and_its_buckets_move() {
+        let t0 = Instant::now();
+        let mut nodes = vec![node("a", A, t0), node("b", B, t0), node("c", C, t0)];
+        nodes[0].set_role(t0, true);
+        run(&mut nodes, &[true; 3], t0, t0 + 3 * SEC);
+        let before = nodes[0].table().table().to_vec();
+        while nodes[0].poll_desired().is_some() {}
+        // C dies: its last report was at most one period before this.
+        let dead = t0 + 3 * SEC + Duration::from_millis(100);
+        let alive = [true, true, false];
+        let events = run(
+            &mut nodes,
+            &alive,
+            dead,
+            dead + 2 * SEC + Duration::from_millis(500),
+        );
+        assert!(
+            !events.contains(&Event::Failed(C)),
+            "failed too early: {events:?}"
+        );
+        let events = run(&mut nodes, &alive, dead + 26 * SEC / 10, dead + 4 * SEC);
+        assert!(events.contains(&Event::Failed(C)), "{events:?}");
+        let after = nodes[0].table().table().to_vec();
+        let moved = before.iter().zip(&after).filter(|(x, y)| x != y).count();
+        assert_eq!(moved, 100, "only C's buckets move");
+        assert!(!after.contains(&C));
+        let d = nodes[0]
+            .poll_desired()
+            .expect("a new table after the failure");
+        assert_eq!(director_state(&d).nodes, vec![B]);
+    }
+
+    #[test]
+    fn other_lb_ids_are_ignored_and_counted() {
+        let t0 = Instant::now();
+        let mut d = node("a", A, t0);
+        d.set_role(t0, true);
+        let mut other = Cluster::new(ClusterConfig {
+            lb_id: 52,
+            ..cfg("x", B)
+        });
+        other.handle_local_load(load());
+        other.handle_startup(t0);
+        let a = Announcement {
+            director: B,
+            epoch: 1,
+            members: Vec::new(),
+            table_version: 0,
+            page: 0,
+            pages: 1,
+            assignments: Vec::new(),
+        };
+        let bytes = membership::encode(&Message::Announcement(a), 52, None).unwrap_or_default();
+        other.handle_datagram(t0, B, &bytes);
+        d.handle_datagram(t0, B, &bytes);
+        assert_eq!(d.counters()["discard_other_lb_id"], 1);
+        let r = membership::encode(&Message::Report(other.report()), 52, None).unwrap_or_default();
+        d.handle_datagram(t0, B, &r);
+        assert_eq!(d.counters()["discard_other_lb_id"], 2);
+        assert_eq!(d.nodes().len(), 1, "no member from another group");
+    }
+
+    #[test]
+    fn messages_signed_with_another_key_are_dropped_and_counted() {
+        let t0 = Instant::now();
+        let keyed = |name: &str, addr, key: &[u8]| {
+            let mut c = Cluster::new(ClusterConfig {
+                auth_key: Some(key.to_vec()),
+                ..cfg(name, addr)
+            });
+            c.handle_local_load(load());
+            c.handle_startup(t0);
+            c
+        };
+        let mut nodes = vec![
+            keyed("a", A, b"0123456789abcdef"),
+            keyed("b", B, b"0123456789abcdef"),
+            keyed("c", C, b"another-key-0000"),
+        ];
+        nodes[0].set_role(t0, true);
+        run(&mut nodes, &[true; 3], t0, t0 + 3 * SEC);
+        let members: Vec<Ipv4Addr> = nodes[0].nodes().iter().map(|n| n.address).collect();
+        assert_eq!(members, vec![A, B], "C signs with another key");
+        assert!(nodes[2].counters()["discard_auth"] > 0);
+        assert_eq!(nodes[2].director(), None);
+    }
+
+    #[test]
+    fn priority_zero_never_directs() {
+        let t0 = Instant::now();
+        let mut c = Cluster::new(ClusterConfig {
+            priority: 0,
+            ..cfg("s", C)
+        });
+        c.handle_startup(t0);
+        c.set_role(t0, true);
+        assert!(!c.is_director());
+        assert!(matches!(
+            c.poll_desired().map(|d| d.role),
+            Some(Role::Scanning { .. })
+        ));
+    }
+
+    #[test]
+    fn roles_follow_vrrp_and_the_data_path_changes_only_on_change() {
+        let t0 = Instant::now();
+        let mut c = node("a", A, t0);
+        assert!(matches!(
+            c.poll_desired().map(|d| d.role),
+            Some(Role::Scanning { director: None, .. })
+        ));
+        c.handle_timeout(t0);
+        assert_eq!(c.poll_desired(), None, "nothing changed");
+        c.set_role(t0, true);
+        let d = c.poll_desired().expect("director data path");
+        assert_eq!(director_state(&d).buckets.len(), 300);
+        assert!(
+            director_state(&d).buckets.iter().all(|b| b.is_none()),
+            "alone: all local"
+        );
+        assert_eq!(
+            c.poll_transmit().map(|t| t.dst),
+            Some(membership::BROADCAST),
+            "announces at once"
+        );
+        c.handle_timeout(t0 + SEC);
+        assert_eq!(c.poll_desired(), None, "same table");
+        c.set_role(t0 + SEC, false);
+        assert!(matches!(
+            c.poll_desired().map(|d| d.role),
+            Some(Role::Scanning { director: None, .. })
+        ));
+        assert!(c.nodes().iter().all(|n| n.role == "scanning"));
+    }
+
+    #[test]
+    fn a_node_not_listening_gets_no_buckets_but_stays_a_member() {
+        let t0 = Instant::now();
+        let mut nodes = vec![node("a", A, t0), node("b", B, t0)];
+        nodes[1].handle_local_load(LocalLoad {
+            listening: [(9090, false)].into_iter().collect(),
+            ..load()
+        });
+        nodes[0].set_role(t0, true);
+        run(&mut nodes, &[true; 2], t0, t0 + 3 * SEC);
+        assert_eq!(nodes[0].table().counts().get(&B), None);
+        let st = nodes[0].nodes();
+        assert_eq!(st.len(), 2);
+        assert!(!st[1].healthy);
+        while let Some(d) = nodes[0].poll_desired() {
+            assert!(director_state(&d).buckets.iter().all(|b| b.is_none()));
+        }
+    }
+}

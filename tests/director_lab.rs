@@ -1,0 +1,522 @@
+//! End-to-end load sharing in a network-namespace lab (issue 3, "Done when" a, e, f, b, c).
+//!
+//! Three proxyha nodes (priority 99, 89 and 0 = scanning only) redirect VIP:9090; each node
+//! runs a tiny server answering `"<node> <peer address>"`. One client namespace holds 300
+//! source addresses (10.79–82.N.1–75, routed via the client's lab address
+//! on every node). Same rules as `tests/vrrp_lab.rs`: root or a loud SKIP (a failure under
+//! `PROXYHA_REQUIRE_ROOT_TESTS=1`), one lab at a time, teardown by guard also on panic.
+//!
+//! ```text
+//! sudo PROXYHA_REQUIRE_ROOT_TESTS=1 cargo test --release --test director_lab -- --nocapture
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use proxyha::lab::{self, Daemon, Host, Lab, VrrpOpts};
+use socket2::{Domain, Socket, Type};
+
+const BIN: &str = env!("CARGO_BIN_EXE_proxyha");
+const PORT: u16 = 9090;
+const CLIENTS: usize = 300;
+/// Report period of the membership protocol.
+const PERIOD: Duration = Duration::from_secs(1);
+
+struct Group {
+    lab: Lab,
+    nodes: Vec<Host>,
+    daemons: Vec<Daemon>,
+    servers: Vec<Arc<AtomicBool>>,
+    client: Host,
+    /// The client source addresses.
+    sources: Vec<Ipv4Addr>,
+}
+
+/// Client subnets: four /24s; routed on every node via the client's lab address.
+fn client_nets(lab: &Lab) -> [(u8, u8); 4] {
+    let n = lab.addr(0).octets()[2];
+    [(79, n), (80, n), (81, n), (82, n)]
+}
+
+fn sources(lab: &Lab, count: usize, offset: u8) -> Vec<Ipv4Addr> {
+    let nets = client_nets(lab);
+    (0..count)
+        .map(|i| {
+            let (a, n) = nets[i % 4];
+            Ipv4Addr::new(10, a, n, offset + (i / 4) as u8)
+        })
+        .collect()
+}
+
+/// Builds the lab and starts the group; None when skipped for lack of root.
+fn group(test: &str, mode: &str, capacities: [Option<f64>; 3]) -> Option<Group> {
+    if !lab::require_root(test) {
+        return None;
+    }
+    let mut lab = Lab::new()
+        .expect("creating the lab bridge namespace")
+        .with_proxyha(BIN);
+    let client = lab.add_host("c", 50).expect("adding the client namespace");
+    let nodes: Vec<Host> = (0..3)
+        .map(|i| {
+            lab.add_host(&format!("n{}", i + 1), 11 + i as u8)
+                .expect("adding a node namespace")
+        })
+        .collect();
+    let servers: Vec<Arc<AtomicBool>> = nodes
+        .iter()
+        .map(|h| h.serve_peer(PORT).expect("starting the peer server"))
+        .collect();
+    // 300 source addresses on the client (one batch), and the way back on every node.
+    // The clients of every test, plus fresh ones (octets 101..) for test b.
+    let mut batch = String::new();
+    for ip in sources(&lab, CLIENTS, 1)
+        .into_iter()
+        .chain(sources(&lab, CLIENTS, 101))
+    {
+        batch.push_str(&format!("addr add {ip}/32 dev eth0\n"));
+    }
+    let file = lab.dir().join("client-addrs.batch");
+    std::fs::write(&file, batch).expect("writing the address batch");
+    lab::run("ip", &["-n", &client.ns, "-batch", &file.to_string_lossy()])
+        .expect("adding the client addresses");
+    for h in &nodes {
+        for (a, n) in client_nets(&lab) {
+            let net = format!("10.{a}.{n}.0/24");
+            h.ip(&["route", "add", &net, "via", &client.addr.to_string()])
+                .expect("routing the client subnet");
+        }
+    }
+    let prios = [99u8, 89, 0];
+    let daemons: Vec<Daemon> = nodes
+        .iter()
+        .zip(prios)
+        .zip(capacities)
+        .map(|((h, p), cap)| {
+            let mut o = VrrpOpts::new(p, 1000).redirects(&[PORT]).mode(mode);
+            if mode == "nat" {
+                // The NAT run also signs membership messages (HMAC-SHA256).
+                o = o.auth_key("lab-secret-0123456789");
+            }
+            if let Some(c) = cap {
+                o = o.capacity(c);
+            }
+            lab.start_proxyha(h, &o).expect("starting proxyha")
+        })
+        .collect();
+    let sources = sources(&lab, CLIENTS, 1);
+    let g = Group {
+        lab,
+        nodes,
+        daemons,
+        servers,
+        client,
+        sources,
+    };
+    g.wait_members(3, Duration::from_secs(20));
+    Some(g)
+}
+
+impl Group {
+    fn status(&self, i: usize) -> lab::Status {
+        let mut last = None;
+        lab::wait_for(
+            Duration::from_secs(3),
+            Duration::from_millis(50),
+            || match self.lab.status(&self.daemons[i]) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    last = Some(e);
+                    None
+                }
+            },
+        )
+        .unwrap_or_else(|| panic!("status of {} failed: {last:?}", self.nodes[i].name))
+    }
+
+    /// Waits until n1 is director with `n` healthy members, then for the data path to load.
+    fn wait_members(&self, n: usize, limit: Duration) {
+        let ok = lab::wait_for(limit, Duration::from_millis(200), || {
+            let s = self.status(0);
+            let nodes = s.0["nodes"].as_array().cloned().unwrap_or_default();
+            let healthy = nodes
+                .iter()
+                .filter(|x| x["healthy"].as_bool() == Some(true))
+                .count();
+            (s.state() == "master" && nodes.len() == n && healthy == n).then_some(())
+        });
+        if ok.is_none() {
+            self.lab.dump_logs(40);
+            panic!(
+                "n1 did not become director of {n} healthy nodes within {limit:?}: {}",
+                self.status(0).0
+            );
+        }
+        // Load feedback settles in the first periods after the joins: wait until the
+        // director's table has not changed for 2 s, then give the worker a moment to load it.
+        let shares = || -> Vec<String> {
+            let s = self.status(0);
+            s.0["nodes"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|x| format!("{}", x["share"]))
+                .collect()
+        };
+        let mut last = shares();
+        let mut since = Instant::now();
+        let stable = lab::wait_for(Duration::from_secs(20), Duration::from_millis(200), || {
+            let now = shares();
+            if now != last {
+                last = now;
+                since = Instant::now();
+            }
+            (since.elapsed() >= Duration::from_secs(2)).then_some(())
+        });
+        assert!(
+            stable.is_some(),
+            "the director's table kept changing: {last:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+
+    /// Connects from every `src` to VIP:9090 (in parallel, 4 threads); per source the
+    /// answer `(node, peer seen)` or the error.
+    fn round(
+        &self,
+        srcs: &[Ipv4Addr],
+        timeout: Duration,
+    ) -> Vec<Result<(String, Ipv4Addr), String>> {
+        let vip = self.lab.vip();
+        let chunks: Vec<Vec<Ipv4Addr>> = srcs
+            .chunks(srcs.len().div_ceil(4).max(1))
+            .map(|c| c.to_vec())
+            .collect();
+        let mut handles = Vec::new();
+        for chunk in chunks {
+            let client = self.client.clone();
+            handles.push(std::thread::spawn(move || {
+                client
+                    .run_in(move || {
+                        chunk
+                            .iter()
+                            .map(|s| ask(*s, vip, timeout))
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_else(|e| vec![Err(e.to_string())])
+            }));
+        }
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| vec![Err("client thread panicked".into())])
+            })
+            .collect()
+    }
+}
+
+/// One connection from `src` to `vip:9090`, reading `"<node> <peer>\n"`.
+fn ask(src: Ipv4Addr, vip: Ipv4Addr, timeout: Duration) -> Result<(String, Ipv4Addr), String> {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(|e| e.to_string())?;
+    s.bind(&SocketAddr::V4(SocketAddrV4::new(src, 0)).into())
+        .map_err(|e| format!("bind {src}: {e}"))?;
+    s.connect_timeout(
+        &SocketAddr::V4(SocketAddrV4::new(vip, PORT)).into(),
+        timeout,
+    )
+    .map_err(|e| format!("connect: {e}"))?;
+    let mut stream: std::net::TcpStream = s.into();
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    stream
+        .read_to_string(&mut text)
+        .map_err(|e| format!("read: {e}"))?;
+    let mut parts = text.split_whitespace();
+    let node = parts.next().ok_or("empty answer")?.to_string();
+    let peer = parts
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("bad answer {text:?}"))?;
+    Ok((node, peer))
+}
+
+/// Per-node counts of answers; panics naming the first failures.
+fn tally(
+    srcs: &[Ipv4Addr],
+    answers: &[Result<(String, Ipv4Addr), String>],
+) -> (BTreeMap<String, usize>, BTreeMap<Ipv4Addr, String>) {
+    let failures: Vec<String> = srcs
+        .iter()
+        .zip(answers)
+        .filter_map(|(s, a)| a.as_ref().err().map(|e| format!("{s}: {e}")))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} connections failed, e.g. {:?}",
+        failures.len(),
+        srcs.len(),
+        &failures[..failures.len().min(5)]
+    );
+    let mut per = BTreeMap::new();
+    let mut by_src = BTreeMap::new();
+    for (s, a) in srcs.iter().zip(answers) {
+        if let Ok((node, peer)) = a {
+            assert_eq!(
+                peer, s,
+                "server {node} saw {peer}, not the client address {s}"
+            );
+            *per.entry(node.clone()).or_insert(0) += 1;
+            by_src.insert(*s, node.clone());
+        }
+    }
+    (per, by_src)
+}
+
+fn shares_ok(per: &BTreeMap<String, usize>, total: usize) {
+    for n in ["n1", "n2", "n3"] {
+        let share = per.get(n).copied().unwrap_or(0) as f64 / total as f64;
+        assert!(
+            (share - 1.0 / 3.0).abs() <= 0.08,
+            "{n} got {:.1} % of new clients, want 33 % ± 8 %: {per:?}",
+            share * 100.0
+        );
+    }
+}
+
+/// Item a (and f with `mode`): all connect, equal shares, real client address, sticky.
+fn equal_shares(test: &str, mode: &str) -> Option<(Group, BTreeMap<Ipv4Addr, String>)> {
+    let g = group(test, mode, [None, None, None])?;
+    let t = Instant::now();
+    let first = g.round(&g.sources, Duration::from_secs(3));
+    let took = t.elapsed();
+    let (per, by_src) = tally(&g.sources, &first);
+    let second = g.round(&g.sources, Duration::from_secs(3));
+    let (_, again) = tally(&g.sources, &second);
+    let moved = by_src
+        .iter()
+        .filter(|(s, n)| again.get(s) != Some(n))
+        .count();
+    println!(
+        "[{test}] mode {mode}: {} connections x2 in {took:?} per round, all served; shares {per:?}; \
+         {moved} of {CLIENTS} clients changed node on the second connection",
+        CLIENTS
+    );
+    println!("{}", g.lab.status_table(&g.daemons[0]).unwrap_or_default());
+    assert_eq!(moved, 0, "every client address must land on the same node");
+    shares_ok(&per, CLIENTS);
+    Some((g, by_src))
+}
+
+#[test]
+fn a_three_nodes_equal_load_share_a_third_each_sticky_with_real_client_addresses() {
+    equal_shares("a_three_nodes", "direct");
+}
+
+#[test]
+fn f_nat_mode_three_nodes_equal_load_with_signed_membership() {
+    let Some((g, _)) = equal_shares("f_nat_mode", "nat") else {
+        return;
+    };
+    let s = g.status(0);
+    assert!(s.counter("membership_rx_reports") > 0);
+    assert_eq!(s.counter("membership_discard_auth"), 0);
+}
+
+#[test]
+fn e_a_dead_scanning_nodes_clients_move_within_three_report_periods_and_a_second() {
+    let Some((g, by_src)) = equal_shares("e_dead_scanning_node", "direct") else {
+        return;
+    };
+    // n3 (priority 0, scanning only) dies: proxyha SIGKILLed, its server stopped.
+    let victims: Vec<Ipv4Addr> = by_src
+        .iter()
+        .filter(|(_, n)| *n == "n3")
+        .map(|(s, _)| *s)
+        .collect();
+    let others: Vec<Ipv4Addr> = by_src
+        .iter()
+        .filter(|(_, n)| *n != "n3")
+        .map(|(s, _)| *s)
+        .collect();
+    assert!(!victims.is_empty());
+    let killed = Instant::now();
+    g.lab
+        .signal(g.daemons[2].pid, Signal::SIGKILL)
+        .expect("killing n3's proxyha");
+    g.servers[2].store(true, Ordering::Relaxed);
+    g.lab.wait_exit(g.daemons[2].pid, Duration::from_secs(5));
+    // Probe every victim every ~100 ms until all are served by someone alive.
+    let limit = PERIOD * 3 + Duration::from_secs(1);
+    let mut served_at = None;
+    while killed.elapsed() < limit + Duration::from_secs(5) {
+        let answers = g.round(&victims, Duration::from_millis(300));
+        let ok = answers.iter().all(|a| matches!(a, Ok((n, _)) if n != "n3"));
+        if ok {
+            served_at = Some(killed.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = g.daemons[0].log_text();
+    let failed_line = log.contains(&format!("Scanning partner has failed {}", g.nodes[2].addr));
+    let Some(at) = served_at else {
+        g.lab.dump_logs(30);
+        panic!(
+            "n3's {} clients not served by others within {:?}",
+            victims.len(),
+            limit + Duration::from_secs(5)
+        );
+    };
+    let answers = g.round(&others, Duration::from_secs(3));
+    let (_, now_by) = tally(&others, &answers);
+    let moved = others
+        .iter()
+        .filter(|s| now_by.get(s) != by_src.get(s))
+        .count();
+    println!(
+        "[e] n3 killed: its {} clients all served by n1/n2 after {at:?} (limit {limit:?}); \
+         {moved} of {} other clients moved",
+        victims.len(),
+        others.len()
+    );
+    assert!(
+        failed_line,
+        "n1 logs `Scanning partner has failed {}`",
+        g.nodes[2].addr
+    );
+    assert!(at <= limit, "clients moved after {at:?}, limit {limit:?}");
+    assert_eq!(moved, 0, "clients of surviving nodes stay put");
+}
+
+#[test]
+fn b_c_half_capacity_node_gets_half_the_new_clients_and_no_pinned_client_moves() {
+    let Some((g, by_src)) = equal_shares("b_half_capacity", "direct") else {
+        return;
+    };
+    // Restart n3 with half the capacity of the others (2 CPUs each here).
+    g.lab
+        .stop(&g.daemons[2], Duration::from_secs(5))
+        .expect("stopping n3");
+    let opts = VrrpOpts::new(0, 1000).redirects(&[PORT]).capacity(1.0);
+    let d3 = g
+        .lab
+        .start_proxyha(&g.nodes[2], &opts)
+        .expect("restarting n3");
+    let changed = Instant::now();
+    let settled = lab::wait_for(Duration::from_secs(10), Duration::from_millis(200), || {
+        let s = g.status(0);
+        let nodes = s.0["nodes"].as_array().cloned().unwrap_or_default();
+        nodes
+            .iter()
+            .find(|n| n["name"] == "n3")
+            .and_then(|n| n["share"].as_f64())
+            .filter(|sh| *sh <= 0.25)
+    });
+    let share = settled.unwrap_or_else(|| {
+        panic!(
+            "n3's table share did not fall to ≤ 25 % within 10 s: {}",
+            g.status(0).0
+        )
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    println!(
+        "[b] n3 at capacity 1 of 2: table share {:.1} % after {:?}",
+        share * 100.0,
+        changed.elapsed()
+    );
+    // c: the clients seen before keep their node.
+    let answers = g.round(&g.sources, Duration::from_secs(3));
+    let (_, now_by) = tally(&g.sources, &answers);
+    let moved = g
+        .sources
+        .iter()
+        .filter(|s| now_by.get(s) != by_src.get(s))
+        .count();
+    // b: new clients follow weights 2:2:1.
+    let fresh = sources(&g.lab, CLIENTS, 101);
+    let answers = g.round(&fresh, Duration::from_secs(3));
+    let (per, _) = tally(&fresh, &answers);
+    let n3 = per.get("n3").copied().unwrap_or(0) as f64 / CLIENTS as f64;
+    println!(
+        "[b/c] new clients {per:?} (n3 {:.1} %, want 20 % = half of the others' 40 %); \
+         {moved} of {CLIENTS} pinned clients moved",
+        n3 * 100.0
+    );
+    println!("{}", g.lab.status_table(&g.daemons[0]).unwrap_or_default());
+    drop(d3);
+    assert_eq!(moved, 0, "pinned clients stay where they were");
+    assert!(
+        (n3 - 0.2).abs() <= 0.10,
+        "n3 got {:.1} % of new clients",
+        n3 * 100.0
+    );
+}
+
+#[test]
+fn director_takeover_moves_the_vip_off_lo_and_serves_every_client_again() {
+    let Some((g, _)) = equal_shares("takeover", "direct") else {
+        return;
+    };
+    // n1 (director) stops cleanly: everything of ours leaves its namespace.
+    let stopped = Instant::now();
+    g.lab
+        .stop(&g.daemons[0], Duration::from_secs(5))
+        .expect("stopping n1");
+    let tables = g.nodes[0]
+        .exec("nft", &["list", "tables"])
+        .unwrap_or_default();
+    assert!(
+        !tables.contains("proxyha"),
+        "n1 left its nft table: {tables}"
+    );
+    let lo = g.nodes[0]
+        .ip(&["-4", "addr", "show", "dev", "lo"])
+        .unwrap_or_default();
+    assert!(
+        !lo.contains(&g.lab.vip().to_string()),
+        "n1 left the VIP on lo: {lo}"
+    );
+    let rules = g.nodes[0].ip(&["rule", "show"]).unwrap_or_default();
+    assert!(
+        rules.contains("0:\tfrom all lookup local"),
+        "n1's local rule restored: {rules}"
+    );
+    // n2 takes over: the VIP leaves its lo for eth0, and every client is served again.
+    let mut served_at = None;
+    while stopped.elapsed() < Duration::from_secs(15) {
+        let answers = g.round(&g.sources, Duration::from_millis(300));
+        if answers.iter().all(|a| matches!(a, Ok((n, _)) if n != "n1")) {
+            served_at = Some(stopped.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let at = served_at.unwrap_or_else(|| {
+        g.lab.dump_logs(30);
+        panic!("clients not all served after n1 stopped: {}", g.status(1).0)
+    });
+    let s = g.status(1);
+    let lo = g.nodes[1]
+        .ip(&["-4", "addr", "show", "dev", "lo"])
+        .unwrap_or_default();
+    println!(
+        "[takeover] n1 stopped (SIGTERM): all {CLIENTS} clients served by n2/n3 after {at:?}; n2 {}",
+        s.state()
+    );
+    println!("{}", g.lab.status_table(&g.daemons[1]).unwrap_or_default());
+    assert_eq!(s.state(), "master");
+    assert!(g.nodes[1].has_addr(g.lab.vip()), "the VIP is on n2's eth0");
+    assert!(
+        !lo.contains(&g.lab.vip().to_string()),
+        "and not on n2's lo: {lo}"
+    );
+}
