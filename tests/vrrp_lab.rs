@@ -771,27 +771,38 @@ fn lab_harness_with_keepalived() {
         return;
     };
     let (o1, o2) = (opts(99, 100), opts(89, 100));
+    // n1 first, n2 once n1 is master. Started together, both keepalived instances can become
+    // master at once; n2's gratuitous ARPs may then land after n1's, and keepalived (unlike
+    // proxyha, which re-announces on hearing a lower-priority master) does not re-send them,
+    // so the client keeps n2's MAC until its ARP entry goes stale (seen here 1 run in 10).
     let t0 = Instant::now();
-    let _d2 = c
-        .lab
-        .start_keepalived(&c.nodes[1], &o2)
-        .expect("starting keepalived on n2");
     let d1 = c
         .lab
         .start_keepalived(&c.nodes[0], &o1)
         .expect("starting keepalived on n1");
-    wait_sole_holder(
+    let elected = wait_sole_holder(
         &c.lab,
         "n1",
-        o1.master_down_interval() + Duration::from_secs(1),
+        o1.master_down_interval() + Duration::from_secs(2),
         "keepalived election",
     );
+    let _d2 = c
+        .lab
+        .start_keepalived(&c.nodes[1], &o2)
+        .expect("starting keepalived on n2");
     wait_answer(
         &c,
         "n1",
-        t0,
+        elected.max(t0),
         Duration::from_secs(2),
         "client reaches keepalived n1",
+    );
+    // n2 must have heard n1 before the crash, or the failover below is only n2's start-up.
+    std::thread::sleep(o2.master_down_interval() + Duration::from_millis(200));
+    assert_eq!(
+        c.lab.vip_holders(),
+        ["n1"],
+        "n1 stays the only holder once n2 runs"
     );
     let t = Instant::now();
     c.lab.crash(&d1).expect("crashing keepalived n1");
