@@ -40,9 +40,6 @@ interface = "eth0"
 virtual_ip = "10.99.0.100"
 priority = 99
 port_redirects = [9090]
-
-[log]
-target = "stderr"
 EOF
 printf 'interface=eth0\naddress=10.99.0.11/24\n' >"$dir/network.conf"
 mcopy -o -i "$dir/disk.raw@@1M" "$dir/proxyha.toml" "$dir/network.conf" ::/
@@ -58,7 +55,7 @@ nice -n "${NICE:-15}" qemu-system-x86_64 -machine q35,accel=tcg -cpu max -smp 2 
 	-drive if=pflash,format=raw,file="$dir/vars.fd" \
 	-drive if=virtio,format=qcow2,file="$dir/disk.qcow2" \
 	-netdev hubport,id=n0,hubid=0 -device virtio-net-pci,netdev=n0 \
-	-display none -monitor none -serial file:"$console" -no-reboot &
+	-display none -monitor unix:"$dir/monitor.sock",server=on,wait=off -serial file:"$console" -no-reboot &
 qpid=$!
 
 elapsed() { awk -v s="$start" -v n="$(date +%s.%N)" 'BEGIN { printf "%.1f", n - s }'; }
@@ -70,8 +67,10 @@ milestones=(
 	"proxyha 0.1.0 starting on eth0|proxyha running"
 	"Entering MASTER STATE|VIP owned (MASTER)"
 )
+# Waits for each milestone in order on the console; returns 1 with the console tail on a miss.
 next=0
 deadline=$(($(date +%s) + timeout_s))
+wait_console() {
 while [ $next -lt ${#milestones[@]} ]; do
 	pattern=${milestones[$next]%%|*}
 	if grep -qF "$pattern" "$console"; then
@@ -89,4 +88,32 @@ if [ $next -lt ${#milestones[@]} ]; then
 	tail -n 40 "$console" | tr -d '\r' >&2
 	exit 1
 fi
+}
+wait_console
+
+# Graceful shutdown as a hypervisor does it (ACPI power button): proxyha must stop first.
+echo "system_powerdown" | nc -U -q 1 "$dir/monitor.sock" >/dev/null 2>&1 || true
+milestones+=(
+	"proxyha: stopping|power button: rcK stopping proxyha"
+	"proxyha: stopped|proxyha exited on SIGTERM"
+	"reboot: Power down|powered off"
+)
+wait_console
+for i in $(seq 1 20); do kill -0 "$qpid" 2>/dev/null || break; sleep 0.5; done
+kill -0 "$qpid" 2>/dev/null && { echo "test-boot: FAIL: QEMU still running after power-down" >&2; exit 1; }
+qpid=""
+
+# The log on the data partition (GPT partition 4), read without mounting.
+qemu-img convert -f qcow2 -O raw "$dir/disk.qcow2" "$dir/disk.raw"
+start_sector=$(partx -g -o START -n 4 "$dir/disk.raw" | tr -d ' ')
+debugfs -R "cat /log/messages" "$dir/disk.raw?offset=$((start_sector * 512))" >"$dir/messages" 2>/dev/null
+for want in "Entering MASTER STATE" "sent 0 priority" "installed proxyha.toml from the boot partition" "kern."; do
+	if grep -qF "$want" "$dir/messages"; then
+		echo "  /var/log/messages has: $want"
+	else
+		echo "test-boot: FAIL: /var/log/messages lacks \"$want\"" >&2
+		tail -n 30 "$dir/messages" >&2
+		exit 1
+	fi
+done
 echo "test-boot: PASS ($(elapsed)s)"
