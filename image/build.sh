@@ -162,6 +162,11 @@ grub-mkimage -O x86_64-efi -p /EFI/BOOT -o "$esp/EFI/BOOT/BOOTX64.EFI" \
 	part_gpt fat normal linux echo test configfile loadenv sleep reboot halt serial terminal \
 	efi_gop all_video gzio search search_label
 sed "s|@KERNEL_CONSOLE@|$KERNEL_CONSOLE|" "$board_dir/grub.cfg" >"$esp/EFI/BOOT/grub.cfg"
+# Legacy BIOS: the same grub.cfg and grubenv, read from the ESP (first partition).
+grub_bios=/usr/lib/grub/i386-pc
+grub-mkimage -O i386-pc -p "(hd0,gpt1)/EFI/BOOT" -o "$work/core.img" \
+	biosdisk part_gpt fat normal linux echo test configfile loadenv sleep reboot halt serial terminal \
+	gzio search search_label
 grub-editenv "$esp/EFI/BOOT/grubenv" create
 grub-editenv "$esp/EFI/BOOT/grubenv" set ORDER="A B" A_OK=1 A_TRY=0 B_OK=0 B_TRY=0
 "$proxyha_bin" config example >"$esp/proxyha.toml.example"
@@ -178,7 +183,7 @@ log "disk (genimage, $board_path)"
 rm -rf "$stage" "$out/images"
 mkdir -p "$stage" "$out/images"
 cp -a "$esp" "$stage/esp"
-cp "$work/rootfs.squashfs" "$stage/"
+cp "$work/rootfs.squashfs" "$work/core.img" "$stage/"
 gtmp=$(mktemp -d "$out/genimage.XXXXXX")
 tmpdirs+=("$gtmp")
 mkdir -p "$gtmp/root"
@@ -190,6 +195,17 @@ mkdir -p "$gtmp/root"
 name=proxyha-$version-$BOARD_ID
 img=$out/$name.img
 mv "$out/images/proxyha.img" "$img"
+
+# Legacy BIOS boot: boot.img's code into the protective MBR (bytes 0..439, the partition table
+# stays), with the LBA of core.img at 0x5c; core.img's first sector (diskboot) loads the rest,
+# its blocklist (start at 0x1f4) must name the absolute LBA of core.img's second sector. This is
+# what grub-bios-setup does, done on the image file.
+bios_lba=$(partx -g -o START,NAME "$img" | awk '$2 == "bios" {print $1}')
+[ -n "$bios_lba" ] || die "no bios partition in $img"
+le64() { local i; for i in 0 1 2 3 4 5 6 7; do printf "\\$(printf %o $((($1 >> (8 * i)) & 255)))"; done; }
+dd if="$grub_bios/boot.img" of="$img" bs=440 count=1 conv=notrunc status=none
+le64 "$bios_lba" | dd of="$img" bs=1 seek=$((0x5c)) conv=notrunc status=none
+le64 $((bios_lba + 1)) | dd of="$img" bs=1 seek=$((bios_lba * 512 + 0x1f4)) conv=notrunc status=none
 log "outputs"
 "${nice[@]}" xz -T1 -6 -k -f "$img"
 "${nice[@]}" qemu-img convert -f raw -O qcow2 -c "$img" "$out/$name.qcow2"

@@ -9,7 +9,8 @@
 # and proxyha must run again with the installed config.
 # QEMU runs under TCG (no KVM here) with OVMF, serial console in a file; the VM's only NIC sits on a
 # QEMU hub with no other port, so nothing leaves the VM. Each boot is bounded by BOOT_TIMEOUT
-# seconds (default 120). KEEP=1 keeps the work directory. Prints the time to each milestone.
+# seconds (default 120). KEEP=1 keeps the work directory; BIOS=1 adds a legacy-BIOS boot.
+# Prints the time to each milestone.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -48,13 +49,15 @@ put_on_esp() {
 	rm -f "$dir/disk.raw"
 }
 
-boot() { # NAME: starts the VM in the background, console in $dir/NAME.console
+boot() { # NAME [FIRMWARE]: starts the VM in the background, console in $dir/NAME.console
+	local fw=(-drive if=pflash,format=raw,readonly=on,file="$ovmf_code"
+		-drive if=pflash,format=raw,file="$dir/vars.fd")
+	[ "${2:-uefi}" = bios ] && fw=() # QEMU's default firmware is SeaBIOS
 	console=$dir/$1.console
 	: >"$console"
 	boot_start=$(date +%s.%N)
 	nice -n "${NICE:-15}" qemu-system-x86_64 -machine q35,accel=tcg -cpu max -smp 2 -m 1024 \
-		-drive if=pflash,format=raw,readonly=on,file="$ovmf_code" \
-		-drive if=pflash,format=raw,file="$dir/vars.fd" \
+		"${fw[@]}" \
 		-drive if=virtio,format=qcow2,file="$disk" \
 		-netdev hubport,id=n0,hubid=0 -device virtio-net-pci,netdev=n0 \
 		-display none -monitor unix:"$dir/monitor.sock",server=on,wait=off \
@@ -138,4 +141,14 @@ expect "proxyha.toml on the boot partition is invalid|invalid first-boot config 
 	"proxyha 0.1.0 starting on eth0|proxyha running with the installed config" \
 	"Entering MASTER STATE|VIP owned (MASTER)"
 powerdown
+
+# ---- boot 3 (BIOS=1): legacy BIOS (SeaBIOS) through the MBR boot code and the bios partition ---
+if [ "${BIOS:-0}" = 1 ]; then
+	echo "boot 3: legacy BIOS"
+	boot legacy bios
+	expect "proxyha: booting slot A|GRUB (i386-pc) chose slot A" \
+		"proxyha: root slot A|root slot mounted, init running" \
+		"Entering MASTER STATE|VIP owned (MASTER)"
+	powerdown
+fi
 echo "test-boot: PASS ($(elapsed "$t0")s)"
