@@ -62,13 +62,15 @@ fetch_deb() { # name -> path of the .deb in the cache
 	fi
 	printf '%s\n' "$f"
 }
-log "debs: $kpkg busybox-static"
+log "debs: $kpkg busybox-static tinyproxy-bin"
 kdeb=$(fetch_deb "$kpkg")
 bbdeb=$(fetch_deb busybox-static)
+tpdeb=$(fetch_deb tinyproxy-bin)
 
-rm -rf "$work/kernel" "$work/busybox"
+rm -rf "$work/kernel" "$work/busybox" "$work/tinyproxy"
 dpkg -x "$kdeb" "$work/kernel"
 dpkg -x "$bbdeb" "$work/busybox"
+dpkg -x "$tpdeb" "$work/tinyproxy"
 kver=$(ls "$work/kernel/lib/modules")
 busybox=$work/busybox/bin/busybox
 [ -x "$busybox" ] || die "busybox-static has no bin/busybox"
@@ -127,9 +129,12 @@ for b in /usr/sbin/nft /usr/sbin/ip; do
 	rm -f "$rootfs$b" "$rootfs/sbin/$(basename "$b")" "$rootfs/bin/$(basename "$b")"
 	install -m 0755 -D "$b" "$rootfs$b"
 	ldd "$b" | awk '/=>/ {print $3} /^\t\/lib64/ {print $1}' | while read -r lib; do
-		[ -e "$rootfs$lib" ] || install -m 0644 -D "$(readlink -f "$lib")" "$rootfs$lib"
+		[ -e "$rootfs$lib" ] || install -m 0755 -D "$(readlink -f "$lib")" "$rootfs$lib"
 	done
 done
+# The built-in forward proxy (issue 5 item 8); needs only libc, already there for nft and ip.
+install -m 0755 -D "$work/tinyproxy/usr/bin/tinyproxy" "$rootfs/usr/bin/tinyproxy"
+install -m 0644 -D "$work/tinyproxy/usr/share/tinyproxy/default.html" "$rootfs/usr/share/tinyproxy/default.html"
 install_modules "$board_dir/modules.list" "$rootfs"
 cp -a "$common/rootfs-overlay/." "$rootfs/"
 [ -d "$board_dir/rootfs-overlay" ] && cp -a "$board_dir/rootfs-overlay/." "$rootfs/"

@@ -113,6 +113,7 @@ boot first
 expect "proxyha: booting slot A|GRUB chose slot A" \
 	"proxyha: root slot A|root slot mounted, init running" \
 	"installed proxyha.toml from the boot partition|first-boot config installed" \
+	"data path tools ok|nft and ip run" \
 	"proxyha: starting proxyha run|init started proxyha" \
 	"proxyha 0.1.0 starting on eth0|proxyha running" \
 	"Entering MASTER STATE|VIP owned (MASTER)"
@@ -124,7 +125,7 @@ data_start=$(partx -g -o START -n 4 "$dir/disk.raw" | tr -d ' ')
 debugfs -R "cat /log/messages" "$dir/disk.raw?offset=$((data_start * 512))" >"$dir/messages" 2>/dev/null
 rm -f "$dir/disk.raw"
 for want in "Entering MASTER STATE" "setting VIPs" "sent 0 priority" "removing VIPs" \
-	"installed proxyha.toml from the boot partition" "kern.info kernel:"; do
+	"installed proxyha.toml from the boot partition" "kern.info kernel:" "tinyproxy"; do
 	grep -qF "$want" "$dir/messages" ||
 		{ tail -n 30 "$dir/messages" >&2; fail "/var/log/messages lacks \"$want\""; }
 	echo "  /var/log/messages has: $want"
