@@ -125,7 +125,7 @@ data_start=$(partx -g -o START -n 4 "$dir/disk.raw" | tr -d ' ')
 debugfs -R "cat /log/messages" "$dir/disk.raw?offset=$((data_start * 512))" >"$dir/messages" 2>/dev/null
 rm -f "$dir/disk.raw"
 for want in "Entering MASTER STATE" "setting VIPs" "sent 0 priority" "removing VIPs" \
-	"installed proxyha.toml from the boot partition" "kern.info kernel:" "tinyproxy"; do
+	"installed proxyha.toml from the boot partition" "kern.info kernel:" "tinyproxy["; do
 	grep -qF "$want" "$dir/messages" ||
 		{ tail -n 30 "$dir/messages" >&2; fail "/var/log/messages lacks \"$want\""; }
 	echo "  /var/log/messages has: $want"
