@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# QEMU smoke test of the built image (image/build.sh first):
+#   sudo image/test-boot.sh [IMAGE.qcow2]
+# Boot 1: a valid first-boot proxyha.toml (and the interim network.conf) is put on a copy's ESP with
+# mtools; the console must show it installed, proxyha started by init and the VIP owned (a lone node
+# becomes master); an ACPI power-down must stop proxyha first; /var/log/messages on the data
+# partition must hold the state changes, the priority-0 advert and kernel messages.
+# Boot 2 (same disk): an invalid proxyha.toml on the ESP; the console must show its line:col error
+# and proxyha must run again with the installed config.
+# QEMU runs under TCG (no KVM here) with OVMF, serial console in a file; the VM's only NIC sits on a
+# QEMU hub with no other port, so nothing leaves the VM. Each boot is bounded by BOOT_TIMEOUT
+# seconds (default 120). KEEP=1 keeps the work directory; BIOS=1 adds a legacy-BIOS boot.
+# Prints the time to each milestone.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+out=$here/out
+qcow=${1:-$(ls -t "$out"/proxyha-*.qcow2 2>/dev/null | head -n1)}
+[ -n "$qcow" ] && [ -f "$qcow" ] || { echo "test-boot: no image; run image/build.sh first" >&2; exit 2; }
+timeout_s=${BOOT_TIMEOUT:-120}
+ovmf_code=/usr/share/OVMF/OVMF_CODE_4M.fd
+ovmf_vars=/usr/share/OVMF/OVMF_VARS_4M.fd
+for t in qemu-system-x86_64 qemu-img mcopy partx debugfs nc; do
+	command -v "$t" >/dev/null || { echo "test-boot: $t missing; run image/host-deps.sh" >&2; exit 2; }
+done
+[ -f "$ovmf_code" ] || { echo "test-boot: $ovmf_code missing; apt-get install ovmf" >&2; exit 2; }
+
+dir=$(mktemp -d /tmp/proxyha-boot.XXXXXX)
+qpid=""
+cleanup() {
+	if [ -n "$qpid" ] && kill -0 "$qpid" 2>/dev/null; then kill "$qpid"; wait "$qpid" 2>/dev/null || true; fi
+	if [ "${KEEP:-0}" = 1 ]; then echo "test-boot: kept $dir"; else rm -rf "$dir"; fi
+}
+trap cleanup EXIT
+t0=$(date +%s.%N)
+elapsed() { awk -v s="$1" -v n="$(date +%s.%N)" 'BEGIN { printf "%.1f", n - s }'; }
+fail() {
+	echo "test-boot: FAIL: $*" >&2
+	echo "---- console (last 40 lines) ----" >&2
+	tail -n 40 "$console" | tr -d '\r' >&2
+	exit 1
+}
+
+# Copies FILES onto the ESP (partition 1, at 1 MiB) of the test disk: qcow2 -> raw, mcopy, -> qcow2.
+put_on_esp() {
+	qemu-img convert -f qcow2 -O raw "$disk" "$dir/disk.raw"
+	mcopy -o -i "$dir/disk.raw@@1M" "$@" ::/
+	qemu-img convert -f raw -O qcow2 "$dir/disk.raw" "$disk"
+	rm -f "$dir/disk.raw"
+}
+
+boot() { # NAME [FIRMWARE]: starts the VM in the background, console in $dir/NAME.console
+	local fw=(-drive if=pflash,format=raw,readonly=on,file="$ovmf_code"
+		-drive if=pflash,format=raw,file="$dir/vars.fd")
+	[ "${2:-uefi}" = bios ] && fw=() # QEMU's default firmware is SeaBIOS
+	console=$dir/$1.console
+	: >"$console"
+	boot_start=$(date +%s.%N)
+	nice -n "${NICE:-15}" qemu-system-x86_64 -machine q35,accel=tcg -cpu max -smp 2 -m 1024 \
+		"${fw[@]}" \
+		-drive if=virtio,format=qcow2,file="$disk" \
+		-netdev hubport,id=n0,hubid=0 -device virtio-net-pci,netdev=n0 \
+		-display none -monitor unix:"$dir/monitor.sock",server=on,wait=off \
+		-serial file:"$console" -no-reboot 2>"$dir/$1.qemu.log" &
+	qpid=$!
+	deadline=$(($(date +%s) + timeout_s))
+}
+
+expect() { # "PATTERN|DESCRIPTION"...: each in order on the console, within the boot's deadline
+	local m
+	for m in "$@"; do
+		while ! grep -qF "${m%%|*}" "$console"; do
+			kill -0 "$qpid" 2>/dev/null || fail "QEMU exited; console never showed: ${m#*|} (\"${m%%|*}\")"
+			[ "$(date +%s)" -lt "$deadline" ] ||
+				fail "timeout after ${timeout_s}s; console never showed: ${m#*|} (\"${m%%|*}\")"
+			sleep 0.5
+		done
+		printf '  %6ss  %s\n' "$(elapsed "$boot_start")" "${m#*|}"
+	done
+}
+
+powerdown() { # ACPI power button, as a hypervisor's "shut down guest"; proxyha must stop first
+	echo "system_powerdown" | nc -U -q 1 "$dir/monitor.sock" >/dev/null 2>&1 || true
+	expect "proxyha: stopping|power button: rcK stopping proxyha" \
+		"proxyha: stopped|proxyha exited on SIGTERM" \
+		"reboot: Power down|powered off"
+	local i
+	for i in $(seq 1 20); do kill -0 "$qpid" 2>/dev/null || break; sleep 0.5; done
+	kill -0 "$qpid" 2>/dev/null && fail "QEMU still running 10 s after power-down"
+	qpid=""
+}
+
+disk=$dir/disk.qcow2
+cp "$qcow" "$disk"
+cp "$ovmf_vars" "$dir/vars.fd"
+
+# ---- boot 1: valid first-boot config -----------------------------------------------------------
+cat >"$dir/proxyha.toml" <<'EOF'
+[node]
+name = "smoke"
+management_ip = "10.99.0.11"
+
+[ha]
+interface = "eth0"
+virtual_ip = "10.99.0.100"
+priority = 99
+port_redirects = [9090]
+EOF
+printf 'interface=eth0\naddress=10.99.0.11/24\n' >"$dir/network.conf"
+put_on_esp "$dir/proxyha.toml" "$dir/network.conf"
+echo "boot 1: first-boot proxyha.toml"
+boot first
+expect "proxyha: booting slot A|GRUB chose slot A" \
+	"proxyha: root slot A|root slot mounted, init running" \
+	"installed proxyha.toml from the boot partition|first-boot config installed" \
+	"data path tools ok|nft and ip run" \
+	"proxyha: starting proxyha run|init started proxyha" \
+	"proxyha 0.1.0 starting on eth0|proxyha running" \
+	"Entering MASTER STATE|VIP owned (MASTER)"
+powerdown
+
+# /var/log/messages on the data partition (GPT partition 4), read without mounting.
+qemu-img convert -f qcow2 -O raw "$disk" "$dir/disk.raw"
+data_start=$(partx -g -o START -n 4 "$dir/disk.raw" | tr -d ' ')
+debugfs -R "cat /log/messages" "$dir/disk.raw?offset=$((data_start * 512))" >"$dir/messages" 2>/dev/null
+rm -f "$dir/disk.raw"
+for want in "Entering MASTER STATE" "setting VIPs" "sent 0 priority" "removing VIPs" \
+	"installed proxyha.toml from the boot partition" "kern.info kernel:" "tinyproxy["; do
+	grep -qF "$want" "$dir/messages" ||
+		{ tail -n 30 "$dir/messages" >&2; fail "/var/log/messages lacks \"$want\""; }
+	echo "  /var/log/messages has: $want"
+done
+
+# ---- boot 2: invalid first-boot config, the installed one stays ---------------------------------
+mkdir -p "$dir/bad"
+sed 's/^priority = 99$/priority = 300/' "$dir/proxyha.toml" >"$dir/bad/proxyha.toml"
+put_on_esp "$dir/bad/proxyha.toml"
+echo "boot 2: invalid proxyha.toml on the ESP"
+boot second
+expect "proxyha.toml on the boot partition is invalid|invalid first-boot config reported" \
+	"proxyha.toml:8:12: ha.priority = 300|its line:col error shown" \
+	"proxyha 0.1.0 starting on eth0|proxyha running with the installed config" \
+	"Entering MASTER STATE|VIP owned (MASTER)"
+powerdown
+
+# ---- boot 3 (BIOS=1): legacy BIOS (SeaBIOS) through the MBR boot code and the bios partition ---
+if [ "${BIOS:-0}" = 1 ]; then
+	echo "boot 3: legacy BIOS"
+	boot legacy bios
+	expect "proxyha: booting slot A|GRUB (i386-pc) chose slot A" \
+		"proxyha: root slot A|root slot mounted, init running" \
+		"Entering MASTER STATE|VIP owned (MASTER)"
+	powerdown
+fi
+echo "test-boot: PASS ($(elapsed "$t0")s)"
