@@ -24,20 +24,8 @@ impl VrrpSocket {
     /// 224.0.0.18 there, TTL 255, sourced from `primary`, and without multicast loopback (a
     /// router must not hear itself; the core drops its own adverts anyway).
     pub fn open(ifname: &str, ifindex: u32, primary: Ipv4Addr) -> io::Result<VrrpSocket> {
-        let ctx = |what: &str| {
-            let what = what.to_string();
-            move |e: io::Error| io::Error::new(e.kind(), format!("{what} on {ifname}: {e}"))
-        };
-        let sock = Socket::new(
-            Domain::IPV4,
-            Type::RAW,
-            Some(Protocol::from(i32::from(vrrp::PROTOCOL))),
-        )
-        .map_err(ctx(
-            "opening raw IP protocol 112 socket (needs root or CAP_NET_RAW)",
-        ))?;
-        sock.bind_device(Some(ifname.as_bytes()))
-            .map_err(ctx("binding the VRRP socket"))?;
+        let ctx = context(ifname);
+        let sock = raw_socket_on(ifname, vrrp::PROTOCOL)?;
         let index = NonZeroU32::new(ifindex)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "interface index 0"))?;
         sock.join_multicast_v4_n(
@@ -144,22 +132,10 @@ pub struct MembershipSocket {
 
 impl MembershipSocket {
     pub fn open(ifname: &str) -> io::Result<MembershipSocket> {
-        let ctx = |what: &str| {
-            let what = what.to_string();
-            move |e: io::Error| io::Error::new(e.kind(), format!("{what} on {ifname}: {e}"))
-        };
-        let sock = Socket::new(
-            Domain::IPV4,
-            Type::RAW,
-            Some(Protocol::from(i32::from(membership::PROTOCOL))),
-        )
-        .map_err(ctx(
-            "opening raw IP protocol 253 socket (needs root or CAP_NET_RAW)",
-        ))?;
+        let ctx = context(ifname);
         // Bound to the HA interface: the limited broadcast leaves through it, and we only
         // hear our own group's LAN.
-        sock.bind_device(Some(ifname.as_bytes()))
-            .map_err(ctx("binding the membership socket"))?;
+        let sock = raw_socket_on(ifname, membership::PROTOCOL)?;
         sock.set_broadcast(true)
             .map_err(ctx("setting SO_BROADCAST"))?;
         sock.set_nonblocking(true)
@@ -179,4 +155,28 @@ impl MembershipSocket {
             .try_send_to(payload, SocketAddr::V4(SocketAddrV4::new(dst, 0)))
             .map(|_| ())
     }
+}
+
+/// Wraps an I/O error with what we were doing and on which interface.
+fn context(ifname: &str) -> impl Fn(&str) -> Box<dyn FnOnce(io::Error) -> io::Error> + '_ {
+    move |what: &str| {
+        let what = format!("{what} on {ifname}");
+        Box::new(move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}")))
+    }
+}
+
+/// A raw IPv4 socket for `protocol`, bound to the interface (receives its traffic only).
+fn raw_socket_on(ifname: &str, protocol: u8) -> io::Result<Socket> {
+    let ctx = context(ifname);
+    let sock = Socket::new(
+        Domain::IPV4,
+        Type::RAW,
+        Some(Protocol::from(i32::from(protocol))),
+    )
+    .map_err(ctx(&format!(
+        "opening raw IP protocol {protocol} socket (needs root or CAP_NET_RAW)"
+    )))?;
+    sock.bind_device(Some(ifname.as_bytes()))
+        .map_err(ctx(&format!("binding the IP protocol {protocol} socket")))?;
+    Ok(sock)
 }
