@@ -23,6 +23,8 @@ use socket2::{Domain, Socket, Type};
 
 const BIN: &str = env!("CARGO_BIN_EXE_proxyha");
 const PORT: u16 = 9090;
+/// Also redirected: every node runs a long-lived echo server here (test d).
+const ECHO_PORT: u16 = 9092;
 const CLIENTS: usize = 300;
 /// Report period of the membership protocol.
 const PERIOD: Duration = Duration::from_secs(1);
@@ -72,6 +74,9 @@ fn group(test: &str, mode: &str, capacities: [Option<f64>; 3]) -> Option<Group> 
         .iter()
         .map(|h| h.serve_peer(PORT).expect("starting the peer server"))
         .collect();
+    for h in &nodes {
+        serve_echo(h, ECHO_PORT);
+    }
     // 300 source addresses on the client (one batch), and the way back on every node.
     // The clients of every test, plus fresh ones (octets 101..) for test b.
     let mut batch = String::new();
@@ -98,7 +103,9 @@ fn group(test: &str, mode: &str, capacities: [Option<f64>; 3]) -> Option<Group> 
         .zip(prios)
         .zip(capacities)
         .map(|((h, p), cap)| {
-            let mut o = VrrpOpts::new(p, 1000).redirects(&[PORT]).mode(mode);
+            let mut o = VrrpOpts::new(p, 1000)
+                .redirects(&[PORT, ECHO_PORT])
+                .mode(mode);
             if mode == "nat" {
                 // The NAT run also signs membership messages (HMAC-SHA256).
                 o = o.auth_key("lab-secret-0123456789");
@@ -518,5 +525,187 @@ fn director_takeover_moves_the_vip_off_lo_and_serves_every_client_again() {
     assert!(
         !lo.contains(&g.lab.vip().to_string()),
         "and not on n2's lo: {lo}"
+    );
+}
+
+/// A long-lived echo server on `port` in `host`'s namespace: it greets each connection with
+/// the node's name, then echoes every byte until the peer closes.
+fn serve_echo(host: &Host, port: u16) {
+    let name = host.name.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    host.spawn_thread(move |stop| {
+        use std::io::Write;
+        let listener =
+            match std::net::TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+        let _ = tx.send(Ok(()));
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut s, _)) => {
+                    let name = name.clone();
+                    let stop = stop.clone();
+                    // The accepted socket lives in the namespace already; any thread may use it.
+                    std::thread::spawn(move || {
+                        let _ = s.set_nonblocking(false);
+                        let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                        let _ = s.write_all(format!("{name}\n").as_bytes());
+                        let mut buf = [0u8; 256];
+                        while !stop.load(Ordering::Relaxed) {
+                            match s.read(&mut buf) {
+                                Ok(0) => break,
+                                Ok(n) => {
+                                    if s.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock
+                                            | std::io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => break,
+                            }
+                        }
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    })
+    .expect("starting the echo server thread");
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("echo server start")
+        .expect("binding the echo port");
+}
+
+/// One long-lived connection of test d.
+struct Flow {
+    stream: std::net::TcpStream,
+    node: String,
+    last_echo: Option<Instant>,
+    reset: Option<String>,
+}
+
+#[test]
+fn d_established_connections_to_surviving_nodes_live_through_a_director_crash() {
+    let Some((g, by_src)) = equal_shares("d_director_crash", "direct") else {
+        return;
+    };
+    // 50 clients that n1 (the director) sends to n2 or n3.
+    let picked: Vec<Ipv4Addr> = by_src
+        .iter()
+        .filter(|(_, n)| n.as_str() != "n1")
+        .map(|(s, _)| *s)
+        .take(50)
+        .collect();
+    assert_eq!(picked.len(), 50, "enough clients on n2/n3: {by_src:?}");
+    let vip = g.lab.vip();
+    let streams = g
+        .client
+        .run_in(move || {
+            picked
+                .iter()
+                .map(|src| {
+                    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+                    s.bind(&SocketAddr::V4(SocketAddrV4::new(*src, 0)).into())?;
+                    s.connect_timeout(
+                        &SocketAddr::V4(SocketAddrV4::new(vip, ECHO_PORT)).into(),
+                        Duration::from_secs(2),
+                    )?;
+                    Ok(std::net::TcpStream::from(s))
+                })
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .expect("entering the client namespace")
+        .expect("opening 50 long-lived connections via the VIP");
+    let mut flows: Vec<Flow> = streams
+        .into_iter()
+        .map(|stream| {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("read timeout");
+            let mut line = Vec::new();
+            let mut b = [0u8; 1];
+            while let Ok(1) = (&stream).read(&mut b) {
+                if b[0] == b'\n' {
+                    break;
+                }
+                line.push(b[0]);
+            }
+            stream
+                .set_read_timeout(Some(Duration::from_millis(2)))
+                .expect("read timeout");
+            Flow {
+                stream,
+                node: String::from_utf8_lossy(&line).into_owned(),
+                last_echo: None,
+                reset: None,
+            }
+        })
+        .collect();
+    assert!(
+        flows.iter().all(|f| f.node == "n2" || f.node == "n3"),
+        "connections land on n2/n3: {:?}",
+        flows.iter().map(|f| f.node.clone()).collect::<Vec<_>>()
+    );
+    // Exchange every 100 ms; crash n1 after 2 s; keep going 20 s after the crash.
+    let start = Instant::now();
+    let mut crashed_at = None;
+    while crashed_at.is_none_or(|t: Instant| t.elapsed() < Duration::from_secs(20)) {
+        if crashed_at.is_none() && start.elapsed() >= Duration::from_secs(2) {
+            g.lab
+                .crash(&g.daemons[0])
+                .expect("crashing n1 (SIGKILL + link down)");
+            crashed_at = Some(Instant::now());
+        }
+        for f in flows.iter_mut().filter(|f| f.reset.is_none()) {
+            use std::io::Write;
+            if let Err(e) = (&f.stream).write_all(b"ping\n") {
+                f.reset = Some(format!("write: {e}"));
+                continue;
+            }
+            let mut buf = [0u8; 512];
+            match (&f.stream).read(&mut buf) {
+                Ok(0) => f.reset = Some("closed by peer".into()),
+                Ok(_) => f.last_echo = Some(Instant::now()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => f.reset = Some(format!("read: {e}")),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let crashed_at = crashed_at.expect("crash happened");
+    let alive = flows
+        .iter()
+        .filter(|f| {
+            f.reset.is_none()
+                && f.last_echo
+                    .is_some_and(|t| t > crashed_at + Duration::from_secs(4))
+        })
+        .count();
+    let resets: Vec<_> = flows.iter().filter_map(|f| f.reset.clone()).collect();
+    println!(
+        "[d] director crash: {alive} of 50 connections to n2/n3 kept exchanging data after the takeover; {} reset {resets:?}",
+        resets.len()
+    );
+    if alive < 49 || !resets.is_empty() {
+        g.lab.dump_logs(40);
+    }
+    assert!(resets.is_empty(), "no connection may be reset: {resets:?}");
+    assert!(
+        alive >= 49,
+        "at least 49 of 50 connections must survive, {alive} did"
     );
 }

@@ -28,6 +28,9 @@ const APPLY_RETRY: Duration = Duration::from_secs(5);
 
 /// Gratuitous ARPs per burst (keepalived's default `vrrp_garp_master_repeat` is 5).
 const GARP_BURST: usize = 5;
+/// Longest a new director waits for its data path before taking the VIP anyway (see
+/// `Shell::takeover`); an apply takes tens of milliseconds.
+const TAKEOVER_WAIT: Duration = Duration::from_millis(1000);
 
 /// Why the supervisor could not start or keep running.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +56,11 @@ struct Shell {
     started: Instant,
     /// Last time a send error was logged, so a dead link does not flood the log.
     last_send_error_log: Option<Instant>,
+    /// Becoming director with load sharing on: the VIP (and its gratuitous ARPs) waits until
+    /// the director data path is in the kernel, at most until this deadline. Clients reach
+    /// us only after the ARPs; were the VIP here before the rules, a packet of a connection
+    /// pinned to another node would be answered locally with a reset.
+    takeover: Option<Instant>,
     /// Load sharing (issue 3), when `ha.port_redirects` is not empty.
     lb: Option<LoadSharing>,
 }
@@ -135,6 +143,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         vip_owned: false,
         started: Instant::now(),
         last_send_error_log: None,
+        takeover: None,
         lb,
     };
     log::info!(
@@ -187,6 +196,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 }
             }
             () = sleep_until(deadline) => router.handle_timeout(Instant::now()),
+            () = sleep_until(shell.takeover) => {
+                log::warn!(
+                    "director data path not ready after {} ms; taking the VIP anyway",
+                    TAKEOVER_WAIT.as_millis()
+                );
+                shell.complete_takeover().await;
+            }
             // Membership after VRRP: adverts never wait behind reports.
             received = recv_membership(shell.lb.as_ref(), &mut mbuf) => {
                 match received {
@@ -220,8 +236,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 }
             }
             Some(done) = done_rx.recv() => match done {
-                Done::Applied(Ok(())) => log::debug!("data path applied"),
-                Done::Applied(Err(e)) => {
+                Done::Applied(Ok(()), preload, director) => {
+                    log::debug!("data path applied");
+                    if director {
+                        shell.complete_takeover().await;
+                    }
+                    if preload && let Some(lb) = shell.lb.as_mut() {
+                        lb.cluster.preload_applied();
+                    }
+                }
+                Done::Applied(Err(e), _, _) => {
                     // Whatever failed (nft missing, a busy lock), try the newest state again.
                     log::error!("{e}; retrying in {}s", APPLY_RETRY.as_secs());
                     if let Some(lb) = shell.lb.as_mut() {
@@ -230,7 +254,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 }
                 Done::Pinned(p) => {
                     if let Some(lb) = shell.lb.as_mut() {
-                        lb.cluster.set_pinned(p);
+                        lb.cluster.set_pins(&p);
                     }
                 }
             },
@@ -304,7 +328,9 @@ impl LoadSharing {
                 .collect();
         }
         self.ticks += 1;
-        if self.cluster.is_director() && self.ticks % 5 == 0 {
+        // Every period: the pins go out with the next announcement, so a standby director
+        // loses at most about a second of new assignments.
+        if self.cluster.is_director() {
             self.worker.pinned();
         }
         self.cluster.handle_local_load(load);
@@ -400,23 +426,15 @@ impl Shell {
                         }
                     }
                 }
-                Action::AddVips => {
-                    let vip = self.config.ha.virtual_ip;
-                    // A scanning node holds the VIP on lo; it leaves lo before it appears on
-                    // the interface (the data-path worker, told of the role change right
-                    // after, finds it gone and leaves it so).
-                    if let Some(lb) = self.lb.as_ref()
-                        && let Err(e) = netlink::remove_vip(&self.handle, &lb.lo, vip).await
-                    {
-                        log::error!("{e}");
-                    }
-                    log::info!("VRRP_Instance(VI_{}) setting VIPs: {vip}", self.vrid());
-                    match netlink::add_vip(&self.handle, &self.link, vip).await {
-                        Ok(()) => self.vip_owned = true,
-                        Err(e) => log::error!("{e}"),
+                Action::AddVips if self.lb.is_some() => {
+                    if self.takeover.is_none() {
+                        log::debug!("director: loading the data path before taking the VIP");
+                        self.takeover = Some(Instant::now() + TAKEOVER_WAIT);
                     }
                 }
+                Action::AddVips => self.take_vip().await,
                 Action::RemoveVips => {
+                    self.takeover = None;
                     let vip = self.config.ha.virtual_ip;
                     log::info!("VRRP_Instance(VI_{}) removing VIPs: {vip}", self.vrid());
                     match netlink::remove_vip(&self.handle, &self.link, vip).await {
@@ -424,18 +442,47 @@ impl Shell {
                         Err(e) => log::error!("{e}"),
                     }
                 }
-                Action::SendGarp => {
-                    let vip = self.config.ha.virtual_ip;
-                    log::info!(
-                        "VRRP_Instance(VI_{}) Sending gratuitous ARPs on {} for {vip}",
-                        self.vrid(),
-                        self.link.name
-                    );
-                    if let Err(e) = self.garp.announce(self.link.mac, vip, GARP_BURST) {
-                        log::warn!("sending gratuitous ARP on {}: {e}", self.link.name);
-                    }
-                }
+                // Sent with the VIP once the data path is in (see `takeover`).
+                Action::SendGarp if self.takeover.is_some() => {}
+                Action::SendGarp => self.send_garp(),
             }
+        }
+    }
+
+    /// Puts the VIP on the HA interface. A scanning node holds it on lo; it leaves lo
+    /// before it appears on the interface (the data-path worker, told of the role change,
+    /// finds it gone and leaves it so).
+    async fn take_vip(&mut self) {
+        let vip = self.config.ha.virtual_ip;
+        if let Some(lb) = self.lb.as_ref()
+            && let Err(e) = netlink::remove_vip(&self.handle, &lb.lo, vip).await
+        {
+            log::error!("{e}");
+        }
+        log::info!("VRRP_Instance(VI_{}) setting VIPs: {vip}", self.vrid());
+        match netlink::add_vip(&self.handle, &self.link, vip).await {
+            Ok(()) => self.vip_owned = true,
+            Err(e) => log::error!("{e}"),
+        }
+    }
+
+    /// The director data path is in (or the wait is over): VIP, then gratuitous ARPs.
+    async fn complete_takeover(&mut self) {
+        if self.takeover.take().is_some() {
+            self.take_vip().await;
+            self.send_garp();
+        }
+    }
+
+    fn send_garp(&self) {
+        let vip = self.config.ha.virtual_ip;
+        log::info!(
+            "VRRP_Instance(VI_{}) Sending gratuitous ARPs on {} for {vip}",
+            self.vrid(),
+            self.link.name
+        );
+        if let Err(e) = self.garp.announce(self.link.mac, vip, GARP_BURST) {
+            log::warn!("sending gratuitous ARP on {}: {e}", self.link.name);
         }
     }
 

@@ -2,16 +2,14 @@
 //! and `ip` calls (tens to hundreds of ms) never hold up the select loop, and with it VRRP
 //! adverts. Only the newest desired state matters: queued applies are coalesced.
 
-use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use crate::dataplane::{Dataplane, Desired, NftDataplane, NftOptions};
+use crate::dataplane::{Dataplane, Desired, NftDataplane, NftOptions, Role, StickyEntry};
 
 enum Cmd {
     Apply(Desired),
-    /// Count live sticky pins per node.
+    /// Read the live sticky pins (status counts and replication to standby directors).
     Pinned,
     Teardown,
 }
@@ -19,8 +17,10 @@ enum Cmd {
 /// What the worker tells the loop.
 #[derive(Debug)]
 pub enum Done {
-    Applied(Result<(), String>),
-    Pinned(BTreeMap<Ipv4Addr, u64>),
+    /// The result, whether that state carried replicated pins to load, and whether it was
+    /// the director's.
+    Applied(Result<(), String>, bool, bool),
+    Pinned(Vec<StickyEntry>),
 }
 
 pub struct Worker {
@@ -50,8 +50,10 @@ impl Worker {
                     }
                     match cmd {
                         Cmd::Apply(d) => {
+                            let preload = matches!(&d.role, Role::Director(s) if !s.sticky_preload.is_empty());
+                            let director = matches!(&d.role, Role::Director(_));
                             let r = dp.apply(&d).map_err(|e| e.to_string());
-                            let _ = done.send(Done::Applied(r));
+                            let _ = done.send(Done::Applied(r, preload, director));
                         }
                         Cmd::Pinned => {
                             let _ = done.send(Done::Pinned(pinned(&mut dp)));
@@ -89,12 +91,6 @@ impl Worker {
     }
 }
 
-fn pinned(dp: &mut NftDataplane) -> BTreeMap<Ipv4Addr, u64> {
-    let mut out = BTreeMap::new();
-    if let Ok(entries) = dp.sticky_dump() {
-        for e in entries {
-            *out.entry(Ipv4Addr::from(e.mark)).or_insert(0) += 1;
-        }
-    }
-    out
+fn pinned(dp: &mut NftDataplane) -> Vec<StickyEntry> {
+    dp.sticky_dump().unwrap_or_default()
 }

@@ -28,11 +28,11 @@ use std::time::{Duration, Instant};
 use super::NodeId;
 use super::scheduler::{BucketTable, DEFAULT_BUCKETS, FeedbackParams, NodeLoad, Weights, quotas};
 use crate::config::{Mode, PortRedirect};
-use crate::dataplane::{Desired, DirectorState, Role};
+use crate::dataplane::{Desired, DirectorState, Role, StickyEntry, mark_of};
 use crate::status::{LoadStatus, NodeStatus, PortStatus};
 use crate::wire::membership::{
-    self, Announcement, Error as WireError, Member, MemberState, Message, PortConns, PortHealth,
-    Report,
+    self, Announcement, Assignment, Error as WireError, Member, MemberState, Message, PortConns,
+    PortHealth, Report,
 };
 
 /// Silent report periods after which a member has failed (BRIEF §1, issue 3).
@@ -170,6 +170,14 @@ pub struct Cluster {
     pinned: BTreeMap<Ipv4Addr, u64>,
     /// Members as the director last announced them (scanning nodes' status).
     announced: Vec<Member>,
+    /// Director: the live pins as last read from the kernel, announced every period.
+    pins: Vec<Assignment>,
+    /// Standby: the director's pins from its last announcement, and when they came.
+    replica: Vec<Assignment>,
+    replica_at: Option<Instant>,
+    /// New director: the replicated pins to load into the kernel's sticky map, kept in the
+    /// desired state until the data path confirms an apply ([`Cluster::preload_applied`]).
+    preload: Vec<StickyEntry>,
 }
 
 impl Cluster {
@@ -209,6 +217,10 @@ impl Cluster {
             .collect(),
             pinned: BTreeMap::new(),
             announced: Vec::new(),
+            pins: Vec::new(),
+            replica: Vec::new(),
+            replica_at: None,
+            preload: Vec::new(),
         }
     }
 
@@ -248,10 +260,23 @@ impl Cluster {
         self.director_role = director;
         if director {
             self.epoch += 1;
+            let previous = self.director;
             self.director = Some(self.cfg.self_addr);
-            // Keep the members we know of from announcements? We only trust reports: start
-            // from ourselves; the others join with their next report (within a period).
             self.members.retain(|a, _| *a == self.cfg.self_addr);
+            // Continue the previous director's work (issue 3 §6): the members it announced
+            // stay in the pool provisionally (a real report replaces the entry within a
+            // period; a silent one fails after FAIL_PERIODS as usual), and its live pins are
+            // loaded into the kernel, so established connections to surviving nodes keep
+            // their node. The previous director itself is left out: we direct because it
+            // is gone or stepped down, and if alive it rejoins with its next report.
+            self.seed_members(now, previous);
+            self.preload = self.replica_preload(now, previous);
+            if !self.preload.is_empty() {
+                log::info!(
+                    "continuing {} client assignments of the previous director",
+                    self.preload.len()
+                );
+            }
             self.table_nodes.clear();
             // A new director starts from a fresh table (see ARCHITECTURE.md, Scheduler).
             self.table = BucketTable::new(self.table.size()).unwrap_or_else(|_| self.table.clone());
@@ -262,6 +287,8 @@ impl Cluster {
             self.members.clear();
             self.table_nodes.clear();
             self.pinned.clear();
+            self.pins.clear();
+            self.preload.clear();
             if self.director == Some(self.cfg.self_addr) {
                 self.director = None;
                 self.last_announcement = None;
@@ -275,9 +302,92 @@ impl Cluster {
         self.local = load;
     }
 
-    /// Live pins per node as read from the kernel (status only).
-    pub fn set_pinned(&mut self, pinned: BTreeMap<Ipv4Addr, u64>) {
-        self.pinned = pinned;
+    /// The live pins as read from the kernel: counted per node for status, and announced
+    /// to the standby directors with the next announcement.
+    pub fn set_pins(&mut self, entries: &[StickyEntry]) {
+        let timeout_ms = u64::from(self.cfg.sticky_idle_s) * 1000;
+        self.pinned.clear();
+        self.pins.clear();
+        for e in entries {
+            *self.pinned.entry(e.node()).or_insert(0) += 1;
+            if self.pins.len() < membership::MAX_ASSIGNMENTS {
+                let idle = timeout_ms.saturating_sub(e.expires_ms);
+                self.pins.push(Assignment {
+                    client: e.client,
+                    node: e.node(),
+                    idle_ms: u32::try_from(idle).unwrap_or(u32::MAX),
+                });
+            }
+        }
+    }
+
+    /// The data path applied a desired state: replicated pins, once loaded, must not be
+    /// loaded again (a later apply would revive pins that have expired since).
+    pub fn preload_applied(&mut self) {
+        if self.preload.is_empty() {
+            return;
+        }
+        self.preload.clear();
+        // The state without the preload is what the kernel now holds; no apply needed.
+        self.last_desired = Some(self.desired());
+    }
+
+    /// Provisional members from the last announcement (all but us and `previous`).
+    fn seed_members(&mut self, now: Instant, previous: Option<Ipv4Addr>) {
+        let me = self.cfg.self_addr;
+        for m in &self.announced {
+            if m.address == me || Some(m.address) == previous {
+                continue;
+            }
+            let report = Report {
+                name: m.name.clone(),
+                address: m.address,
+                capacity: if m.weight.is_finite() && m.weight > 0.0 {
+                    m.weight
+                } else {
+                    1.0
+                },
+                cpu_load: 0.0,
+                cpu_count: 1,
+                connections: Vec::new(),
+                ports: Vec::new(),
+                config_digest: [0; 32],
+                software_version: String::new(),
+                draining: m.state == MemberState::Draining,
+            };
+            self.members.insert(
+                m.address,
+                MemberEntry {
+                    last_report: now,
+                    report,
+                },
+            );
+        }
+    }
+
+    /// The replicated pins still worth keeping: to a node we direct to, not expired.
+    fn replica_preload(&self, now: Instant, previous: Option<Ipv4Addr>) -> Vec<StickyEntry> {
+        let Some(at) = self.replica_at else {
+            return Vec::new();
+        };
+        let timeout_ms = u64::from(self.cfg.sticky_idle_s) * 1000;
+        let age_ms =
+            u64::try_from(now.saturating_duration_since(at).as_millis()).unwrap_or(u64::MAX);
+        self.replica
+            .iter()
+            .filter(|a| {
+                Some(a.node) != previous
+                    && (a.node == self.cfg.self_addr || self.members.contains_key(&a.node))
+            })
+            .filter_map(|a| {
+                let left = timeout_ms.checked_sub(u64::from(a.idle_ms).saturating_add(age_ms))?;
+                (left > 0).then(|| StickyEntry {
+                    client: a.client,
+                    mark: mark_of(a.node),
+                    expires_ms: left,
+                })
+            })
+            .collect()
     }
 
     /// A protocol-253 payload (IP header removed) from `src`.
@@ -333,6 +443,10 @@ impl Cluster {
         }
         self.last_announcement = Some(now);
         self.announced = a.members;
+        if !self.director_role {
+            self.replica = a.assignments;
+            self.replica_at = Some(now);
+        }
         if self.director_role {
             // Two directors: VRRP settles it; we keep directing until it does.
             self.count("discard_not_director");
@@ -522,7 +636,7 @@ impl Cluster {
             table_version: self.table.version(),
             page: 0,
             pages: 1,
-            assignments: Vec::new(),
+            assignments: self.pins.clone(),
         };
         let msg = Message::Announcement(a);
         if let Ok(payload) = membership::encode(&msg, self.cfg.lb_id, self.cfg.auth_key.as_deref())
@@ -604,7 +718,7 @@ impl Cluster {
                 buckets,
                 hash_seed: HASH_SEED,
                 sticky_idle_s: self.cfg.sticky_idle_s,
-                sticky_preload: Vec::new(),
+                sticky_preload: self.preload.clone(),
             })
         } else {
             Role::Scanning {
@@ -891,6 +1005,66 @@ mod tests {
             .poll_desired()
             .expect("a new table after the failure");
         assert_eq!(director_state(&d).nodes, vec![B]);
+    }
+
+    #[test]
+    fn a_new_director_continues_the_announced_pins_to_surviving_nodes() {
+        let t0 = Instant::now();
+        let mut nodes = vec![node("a", A, t0), node("b", B, t0), node("c", C, t0)];
+        nodes[0].set_role(t0, true);
+        run(&mut nodes, &[true; 3], t0, t0 + 3 * SEC);
+        // The kernel's pins on A: clients on B, C and A itself, with 290 s left of 300.
+        let pin = |client: u8, node: Ipv4Addr| StickyEntry {
+            client: Ipv4Addr::new(10, 9, 1, client),
+            mark: mark_of(node),
+            expires_ms: 290_000,
+        };
+        nodes[0].set_pins(&[pin(1, B), pin(2, C), pin(3, A)]);
+        let t1 = t0 + 3 * SEC + Duration::from_millis(100);
+        run(&mut nodes, &[true; 3], t1, t1 + SEC);
+        assert_eq!(
+            nodes[1].replica.len(),
+            3,
+            "B holds A's pins from its announcement"
+        );
+        // A crashes; VRRP makes B master two seconds later.
+        let t2 = t1 + 3 * SEC;
+        while nodes[1].poll_desired().is_some() {}
+        nodes[1].set_role(t2, true);
+        let d = nodes[1].poll_desired().expect("director data path");
+        let s = director_state(&d);
+        assert_eq!(
+            s.nodes,
+            vec![C],
+            "C stays in the pool before its first report to B"
+        );
+        let mut clients: Vec<_> = s
+            .sticky_preload
+            .iter()
+            .map(|e| (e.client, e.node()))
+            .collect();
+        clients.sort();
+        assert_eq!(
+            clients,
+            vec![
+                (Ipv4Addr::new(10, 9, 1, 1), B),
+                (Ipv4Addr::new(10, 9, 1, 2), C)
+            ],
+            "pins to surviving nodes continue; the dead director's own clients do not"
+        );
+        // Ages carry over: 10 s idle when announced, about 2 s since the last announcement.
+        let left = s.sticky_preload[0].expires_ms;
+        assert!((287_000..=288_500).contains(&left), "{left}");
+        // Loaded once: after the data path confirms, the preload is gone for good.
+        nodes[1].preload_applied();
+        assert!(
+            nodes[1].poll_desired().is_none(),
+            "no second apply for the preload"
+        );
+        nodes[1].handle_timeout(t2 + SEC);
+        if let Some(d) = nodes[1].poll_desired() {
+            assert!(director_state(&d).sticky_preload.is_empty());
+        }
     }
 
     #[test]
