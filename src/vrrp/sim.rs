@@ -61,18 +61,17 @@ fn init_logging() {
     LINES.with(|l| l.borrow_mut().clear());
 }
 
-/// False when another test of this binary installed its own logger first; log
-/// assertions are then skipped (loudly) rather than failing for a reason unrelated to
-/// the code under test.
-fn logs_captured() -> bool {
+/// Log assertions need our capturing logger; no other test of this binary installs one, so
+/// finding another is a test-setup bug, not a reason to skip the assertions.
+fn assert_logs_captured() {
     let ours = std::ptr::addr_eq(
         log::logger() as *const dyn log::Log,
         &LOGGER as *const CaptureLogger,
     );
-    if !ours {
-        eprintln!("warning: another logger is installed, log assertions skipped");
-    }
-    ours
+    assert!(
+        ours,
+        "another logger is installed; the log assertions cannot run"
+    );
 }
 
 /// Captured lines (of this test thread) containing `needle`.
@@ -87,7 +86,8 @@ fn log_lines(needle: &str) -> Vec<String> {
 }
 
 fn assert_logged(needle: &str) {
-    if logs_captured() {
+    {
+        assert_logs_captured();
         assert!(
             !log_lines(needle).is_empty(),
             "expected a log line containing {needle:?}"
@@ -1215,12 +1215,14 @@ fn discard_log_lines_are_rate_limited_per_sender_and_reason() {
         ),
     );
     assert_eq!(r.counters().discard_ttl, 100);
-    if logs_captured() {
+    {
+        assert_logs_captured();
         assert_eq!(log_lines("(discard_ttl)").len(), 1);
         assert_eq!(log_lines("(discard_vrid)").len(), 1);
     }
     r.handle_datagram(now + 10 * SEC, &bad_ttl);
-    if logs_captured() {
+    {
+        assert_logs_captured();
         let lines = log_lines("(discard_ttl)");
         assert_eq!(lines.len(), 2);
         assert!(
@@ -1235,7 +1237,8 @@ fn discard_log_lines_are_rate_limited_per_sender_and_reason() {
         r.handle_datagram(now + 11 * SEC, &datagram(src, 1, 112, &payload));
     }
     assert_eq!(r.counters().discard_ttl, 10_101);
-    if logs_captured() {
+    {
+        assert_logs_captured();
         assert!(log_lines("(discard_ttl)").len() < 200);
     }
 }
@@ -1259,7 +1262,8 @@ fn advert_with_other_addresses_counts_vip_mismatch_and_is_still_processed() {
         r.poll_timeout() > timer,
         "still processed: the timer was reset"
     );
-    if logs_captured() {
+    {
+        assert_logs_captured();
         assert_eq!(log_lines("carries addresses").len(), 1);
     }
     let third = Repr {
@@ -1267,7 +1271,8 @@ fn advert_with_other_addresses_counts_vip_mismatch_and_is_still_processed() {
         ..repr(99)
     };
     r.handle_datagram(now + 4 * SEC, &advert_datagram(11, &third));
-    if logs_captured() {
+    {
+        assert_logs_captured();
         assert_eq!(log_lines("carries addresses").len(), 2);
     }
 }
