@@ -9,8 +9,7 @@
 //! ```
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::sync::atomic::Ordering;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -47,48 +46,26 @@ fn main() {
 /// sends that many bytes, closes.
 fn serve_bulk(host: &Host) -> Res<()> {
     let name = host.name.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    host.spawn_thread(move |stop| {
-        let listener = match TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, PORT))
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = tx.send(Err(e.to_string()));
+    host.serve_tcp(PORT, move |mut s, _, _| {
+        let name = name.clone();
+        std::thread::spawn(move || {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = s.write_all(format!("{name}\n").as_bytes());
+            let mut len = [0u8; 8];
+            if s.read_exact(&mut len).is_err() {
                 return;
             }
-        };
-        let _ = tx.send(Ok(()));
-        while !stop.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((mut s, _)) => {
-                    let name = name.clone();
-                    std::thread::spawn(move || {
-                        let _ = s.set_nonblocking(false);
-                        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                        let _ = s.write_all(format!("{name}\n").as_bytes());
-                        let mut len = [0u8; 8];
-                        if s.read_exact(&mut len).is_err() {
-                            return;
-                        }
-                        let mut left = u64::from_be_bytes(len);
-                        let chunk = vec![0u8; 64 * 1024];
-                        while left > 0 {
-                            let n = left.min(chunk.len() as u64) as usize;
-                            if s.write_all(&chunk[..n]).is_err() {
-                                return;
-                            }
-                            left -= n as u64;
-                        }
-                    });
+            let mut left = u64::from_be_bytes(len);
+            let chunk = vec![0u8; 64 * 1024];
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                if s.write_all(&chunk[..n]).is_err() {
+                    return;
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                left -= n as u64;
             }
-        }
+        });
     })?;
-    rx.recv_timeout(Duration::from_secs(5))
-        .map_err(|_| "bulk server did not start")?
-        .map_err(|e| format!("bulk server: {e}"))?;
     Ok(())
 }
 

@@ -532,58 +532,34 @@ fn director_takeover_moves_the_vip_off_lo_and_serves_every_client_again() {
 /// the node's name, then echoes every byte until the peer closes.
 fn serve_echo(host: &Host, port: u16) {
     let name = host.name.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    host.spawn_thread(move |stop| {
-        use std::io::Write;
-        let listener =
-            match std::net::TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
-                .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = tx.send(Err(e.to_string()));
-                    return;
-                }
-            };
-        let _ = tx.send(Ok(()));
-        while !stop.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((mut s, _)) => {
-                    let name = name.clone();
-                    let stop = stop.clone();
-                    // The accepted socket lives in the namespace already; any thread may use it.
-                    std::thread::spawn(move || {
-                        let _ = s.set_nonblocking(false);
-                        let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-                        let _ = s.write_all(format!("{name}\n").as_bytes());
-                        let mut buf = [0u8; 256];
-                        while !stop.load(Ordering::Relaxed) {
-                            match s.read(&mut buf) {
-                                Ok(0) => break,
-                                Ok(n) => {
-                                    if s.write_all(&buf[..n]).is_err() {
-                                        break;
-                                    }
-                                }
-                                Err(e)
-                                    if matches!(
-                                        e.kind(),
-                                        std::io::ErrorKind::WouldBlock
-                                            | std::io::ErrorKind::TimedOut
-                                    ) => {}
-                                Err(_) => break,
-                            }
+    host.serve_tcp(port, move |mut s, _, stop| {
+        let name = name.clone();
+        let stop = stop.clone();
+        // The accepted socket lives in the namespace already; any thread may use it.
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+            let _ = s.write_all(format!("{name}\n").as_bytes());
+            let mut buf = [0u8; 256];
+            while !stop.load(Ordering::Relaxed) {
+                match s.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if s.write_all(&buf[..n]).is_err() {
+                            break;
                         }
-                    });
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => break,
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
-        }
+        });
     })
-    .expect("starting the echo server thread");
-    rx.recv_timeout(Duration::from_secs(5))
-        .expect("echo server start")
-        .expect("binding the echo port");
+    .expect("starting the echo server");
 }
 
 /// One long-lived connection of test d.

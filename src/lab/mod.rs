@@ -23,7 +23,7 @@ pub use probe::{Advert, AdvertWatch, Gap, Prober, Sample, gap, inject};
 
 use std::fs::File;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -661,54 +661,16 @@ impl Host {
         entered
     }
 
-    /// Starts a TCP server on 0.0.0.0:`port` in this namespace that answers every
-    /// connection with the host name and closes.
-    pub fn serve_name(&self, port: u16) -> io::Result<()> {
-        let name = self.name.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.spawn_thread(move |stop| {
-            let listener = match TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
-                .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            {
-                Ok(l) => {
-                    let _ = tx.send(Ok(()));
-                    l
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-            };
-            while !stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut s, _)) => {
-                        use std::io::Write;
-                        let _ = s.set_nonblocking(false);
-                        let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
-                        let _ = s.write_all(name.as_bytes());
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        })?;
-        rx.recv_timeout(Duration::from_secs(5))
-            .map_err(|_| io::Error::other(format!("name server in {} did not start", self.ns)))?
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("binding 0.0.0.0:{port} in {}: {e}", self.ns),
-                )
-            })
-    }
-
-    /// Starts a TCP server on 0.0.0.0:`port` in this namespace that answers every
-    /// connection with `"<host name> <peer address>\n"` and closes. Setting the returned
-    /// flag stops it (the listener closes within a few ms); lab teardown stops it too.
-    pub fn serve_peer(&self, port: u16) -> io::Result<Arc<AtomicBool>> {
-        let name = self.name.clone();
+    /// Starts a TCP server on 0.0.0.0:`port` in this namespace, calling
+    /// `handle(stream, peer, lab_stop)` on the accepting thread for every connection (a
+    /// long-lived handler spawns its own thread and ends when `lab_stop` turns true).
+    /// Returns once the port is bound; setting the returned flag stops the listener
+    /// (within a few ms), and lab teardown stops it too.
+    pub fn serve_tcp(
+        &self,
+        port: u16,
+        handle: impl Fn(TcpStream, SocketAddr, &Arc<AtomicBool>) + Send + 'static,
+    ) -> io::Result<Arc<AtomicBool>> {
         let own = Arc::new(AtomicBool::new(false));
         let own2 = own.clone();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -727,11 +689,9 @@ impl Host {
             };
             while !stop.load(Ordering::Relaxed) && !own2.load(Ordering::Relaxed) {
                 match listener.accept() {
-                    Ok((mut s, peer)) => {
-                        use std::io::Write;
+                    Ok((s, peer)) => {
                         let _ = s.set_nonblocking(false);
-                        let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
-                        let _ = s.write_all(format!("{name} {}\n", peer.ip()).as_bytes());
+                        handle(s, peer, &stop);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         std::thread::sleep(Duration::from_millis(1));
@@ -741,7 +701,7 @@ impl Host {
             }
         })?;
         rx.recv_timeout(Duration::from_secs(5))
-            .map_err(|_| io::Error::other(format!("peer server in {} did not start", self.ns)))?
+            .map_err(|_| io::Error::other(format!("TCP server in {} did not start", self.ns)))?
             .map_err(|e| {
                 io::Error::new(
                     e.kind(),
@@ -749,6 +709,28 @@ impl Host {
                 )
             })?;
         Ok(own)
+    }
+
+    /// A server on `port` answering every connection with the host name, then closing.
+    pub fn serve_name(&self, port: u16) -> io::Result<()> {
+        let name = self.name.clone();
+        self.serve_tcp(port, move |mut s, _, _| {
+            use std::io::Write;
+            let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+            let _ = s.write_all(name.as_bytes());
+        })
+        .map(|_| ())
+    }
+
+    /// A server on `port` answering every connection with `"<host name> <peer address>\n"`,
+    /// then closing; the returned flag stops it.
+    pub fn serve_peer(&self, port: u16) -> io::Result<Arc<AtomicBool>> {
+        let name = self.name.clone();
+        self.serve_tcp(port, move |mut s, peer, _| {
+            use std::io::Write;
+            let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+            let _ = s.write_all(format!("{name} {}\n", peer.ip()).as_bytes());
+        })
     }
 
     pub(crate) fn lab_dir(&self) -> &Path {
