@@ -469,6 +469,95 @@ fn b_c_half_capacity_node_gets_half_the_new_clients_and_no_pinned_client_moves()
 }
 
 #[test]
+fn b_c_cpu_hog_in_one_node_halves_its_new_clients_and_no_pinned_client_moves() {
+    let Some((g, by_src)) = equal_shares("b_cpu_hog", "direct") else {
+        return;
+    };
+    // Namespaces share /proc/stat, so each node becomes a container: its own cgroup with a
+    // 1-CPU quota, which proxyha then measures instead of the machine (load::cgroup). The
+    // running daemons follow the move at their next sample.
+    let cgroups: Vec<lab::CpuCgroup> = g
+        .nodes
+        .iter()
+        .zip(&g.daemons)
+        .map(|(h, d)| {
+            let cg = g
+                .lab
+                .cpu_cgroup(&h.name, 1.0)
+                .expect("making the node cgroup");
+            cg.add(d.pid).expect("moving proxyha into its cgroup");
+            cg
+        })
+        .collect();
+    let measured = lab::wait_for(Duration::from_secs(5), Duration::from_millis(200), || {
+        (0..3)
+            .all(|i| {
+                g.daemons[i]
+                    .log_text()
+                    .contains("CPU load is measured in cgroup")
+            })
+            .then_some(())
+    });
+    assert!(measured.is_some(), "every node measures its cgroup");
+    // The hog: a busy loop in n3's namespace and cgroup.
+    let hog = g.nodes[2]
+        .spawn(
+            std::path::Path::new("sh"),
+            &["-c", "while :; do :; done"],
+            &g.lab.dir().join("hog.log"),
+        )
+        .expect("starting the CPU hog");
+    cgroups[2]
+        .add(hog)
+        .expect("moving the hog into n3's cgroup");
+    let changed = Instant::now();
+    let settled = lab::wait_for(Duration::from_secs(10), Duration::from_millis(200), || {
+        let s = g.status(0);
+        let nodes = s.0["nodes"].as_array().cloned().unwrap_or_default();
+        nodes
+            .iter()
+            .find(|n| n["name"] == "n3")
+            .and_then(|n| n["share"].as_f64())
+            .filter(|sh| *sh <= 0.25)
+    });
+    let share = settled.unwrap_or_else(|| {
+        panic!(
+            "n3's table share did not fall to ≤ 25 % within 10 s of the hog: {}",
+            g.status(0).0
+        )
+    });
+    let at = changed.elapsed();
+    std::thread::sleep(Duration::from_millis(1500));
+    println!(
+        "[b hog] n3 busy (cgroup quota 1 CPU): table share {:.1} % after {at:?}",
+        share * 100.0
+    );
+    let answers = g.round(&g.sources, Duration::from_secs(3));
+    let (_, now_by) = tally(&g.sources, &answers);
+    let moved = g
+        .sources
+        .iter()
+        .filter(|s| now_by.get(s) != by_src.get(s))
+        .count();
+    let fresh = sources(&g.lab, CLIENTS, 101);
+    let answers = g.round(&fresh, Duration::from_secs(3));
+    let (per, _) = tally(&fresh, &answers);
+    let n3 = per.get("n3").copied().unwrap_or(0) as f64 / CLIENTS as f64;
+    println!(
+        "[b/c hog] new clients {per:?} (n3 {:.1} %, want 16.7 % = half of a third); \
+         {moved} of {CLIENTS} pinned clients moved",
+        n3 * 100.0
+    );
+    println!("{}", g.lab.status_table(&g.daemons[0]).unwrap_or_default());
+    assert_eq!(moved, 0, "pinned clients stay where they were");
+    assert!(
+        (n3 - 1.0 / 6.0).abs() <= 0.10,
+        "n3 got {:.1} % of new clients",
+        n3 * 100.0
+    );
+}
+
+#[test]
 fn director_takeover_moves_the_vip_off_lo_and_serves_every_client_again() {
     let Some((g, _)) = equal_shares("takeover", "direct") else {
         return;

@@ -37,6 +37,9 @@ use crate::wire::membership::{
 
 /// Silent report periods after which a member has failed (BRIEF §1, issue 3).
 pub const FAIL_PERIODS: u32 = 3;
+/// Announcement pages sent per period: 16 × 4096 = 65,536 pins replicated every second;
+/// larger sets take turns.
+pub const PAGES_PER_PERIOD: usize = 16;
 
 /// The kernel hash seed of the bucket table. Fixed, so every director candidate hashes a
 /// client to the same bucket (pins and tables stay comparable across directors).
@@ -172,9 +175,13 @@ pub struct Cluster {
     announced: Vec<Member>,
     /// Director: the live pins as last read from the kernel, announced every period.
     pins: Vec<Assignment>,
-    /// Standby: the director's pins from its last announcement, and when they came.
-    replica: Vec<Assignment>,
-    replica_at: Option<Instant>,
+    /// Director: the next page of `pins` to announce when there are more pages than
+    /// [`PAGES_PER_PERIOD`].
+    page_cursor: usize,
+    /// Standby: the director's pins, page by page, each with when it came and the
+    /// announcing (director, epoch); a takeover by someone else starts over.
+    replica: BTreeMap<u16, (Instant, Vec<Assignment>)>,
+    replica_of: Option<(Ipv4Addr, u64)>,
     /// New director: the replicated pins to load into the kernel's sticky map, kept in the
     /// desired state until the data path confirms an apply ([`Cluster::preload_applied`]).
     preload: Vec<StickyEntry>,
@@ -218,8 +225,9 @@ impl Cluster {
             pinned: BTreeMap::new(),
             announced: Vec::new(),
             pins: Vec::new(),
-            replica: Vec::new(),
-            replica_at: None,
+            page_cursor: 0,
+            replica: BTreeMap::new(),
+            replica_of: None,
             preload: Vec::new(),
         }
     }
@@ -310,15 +318,15 @@ impl Cluster {
         self.pins.clear();
         for e in entries {
             *self.pinned.entry(e.node()).or_insert(0) += 1;
-            if self.pins.len() < membership::MAX_ASSIGNMENTS {
-                let idle = timeout_ms.saturating_sub(e.expires_ms);
-                self.pins.push(Assignment {
-                    client: e.client,
-                    node: e.node(),
-                    idle_ms: u32::try_from(idle).unwrap_or(u32::MAX),
-                });
-            }
+            let idle = timeout_ms.saturating_sub(e.expires_ms);
+            self.pins.push(Assignment {
+                client: e.client,
+                node: e.node(),
+                idle_ms: u32::try_from(idle).unwrap_or(u32::MAX),
+            });
         }
+        // In client order, so a client stays on its page while others come and go.
+        self.pins.sort_unstable_by_key(|a| a.client);
     }
 
     /// The data path applied a desired state: replicated pins, once loaded, must not be
@@ -366,28 +374,55 @@ impl Cluster {
     }
 
     /// The replicated pins still worth keeping: to a node we direct to, not expired.
+    /// A client found on two pages (the set shifted between the periods that carried
+    /// them) keeps its freshest pin.
     fn replica_preload(&self, now: Instant, previous: Option<Ipv4Addr>) -> Vec<StickyEntry> {
-        let Some(at) = self.replica_at else {
-            return Vec::new();
-        };
         let timeout_ms = u64::from(self.cfg.sticky_idle_s) * 1000;
-        let age_ms =
-            u64::try_from(now.saturating_duration_since(at).as_millis()).unwrap_or(u64::MAX);
-        self.replica
-            .iter()
-            .filter(|a| {
-                Some(a.node) != previous
-                    && (a.node == self.cfg.self_addr || self.members.contains_key(&a.node))
-            })
-            .filter_map(|a| {
-                let left = timeout_ms.checked_sub(u64::from(a.idle_ms).saturating_add(age_ms))?;
-                (left > 0).then(|| StickyEntry {
+        let mut best: BTreeMap<Ipv4Addr, StickyEntry> = BTreeMap::new();
+        for (at, page) in self.replica.values() {
+            let age_ms =
+                u64::try_from(now.saturating_duration_since(*at).as_millis()).unwrap_or(u64::MAX);
+            for a in page {
+                if Some(a.node) == previous
+                    || !(a.node == self.cfg.self_addr || self.members.contains_key(&a.node))
+                {
+                    continue;
+                }
+                let Some(left) =
+                    timeout_ms.checked_sub(u64::from(a.idle_ms).saturating_add(age_ms))
+                else {
+                    continue;
+                };
+                if left == 0 {
+                    continue;
+                }
+                let e = StickyEntry {
                     client: a.client,
                     mark: mark_of(a.node),
                     expires_ms: left,
-                })
-            })
-            .collect()
+                };
+                best.entry(a.client)
+                    .and_modify(|old| {
+                        if left > old.expires_ms {
+                            *old = e;
+                        }
+                    })
+                    .or_insert(e);
+            }
+        }
+        best.into_values().collect()
+    }
+
+    /// Standby: keeps one announced page of the director's pins.
+    fn keep_page(&mut self, now: Instant, a: Announcement) {
+        let of = (a.director, a.epoch);
+        if self.replica_of != Some(of) {
+            self.replica.clear();
+            self.replica_of = Some(of);
+        }
+        // The set shrank: pages past its end are gone.
+        let _ = self.replica.split_off(&a.pages);
+        self.replica.insert(a.page, (now, a.assignments));
     }
 
     /// A protocol-253 payload (IP header removed) from `src`.
@@ -442,10 +477,9 @@ impl Cluster {
             return;
         }
         self.last_announcement = Some(now);
-        self.announced = a.members;
+        self.announced = a.members.clone();
         if !self.director_role {
-            self.replica = a.assignments;
-            self.replica_at = Some(now);
+            self.keep_page(now, a);
         }
         if self.director_role {
             // Two directors: VRRP settles it; we keep directing until it does.
@@ -614,7 +648,7 @@ impl Cluster {
     }
 
     fn announce(&mut self) {
-        let members = self
+        let members: Vec<Member> = self
             .members
             .iter()
             .map(|(a, m)| Member {
@@ -629,23 +663,53 @@ impl Cluster {
             })
             .take(membership::MAX_MEMBERS)
             .collect();
-        let a = Announcement {
-            director: self.cfg.self_addr,
-            epoch: self.epoch,
-            members,
-            table_version: self.table.version(),
-            page: 0,
-            pages: 1,
-            assignments: self.pins.clone(),
+        // The pins, MAX_ASSIGNMENTS a page; every page each period up to PAGES_PER_PERIOD,
+        // beyond that in turns (each page then refreshes every ⌈pages / 16⌉ periods).
+        let chunks: Vec<&[Assignment]> = if self.pins.is_empty() {
+            vec![&[]]
+        } else {
+            self.pins
+                .chunks(membership::MAX_ASSIGNMENTS)
+                .take(usize::from(u16::MAX))
+                .collect()
         };
-        let msg = Message::Announcement(a);
-        if let Ok(payload) = membership::encode(&msg, self.cfg.lb_id, self.cfg.auth_key.as_deref())
-        {
-            self.count("tx_announcements");
-            self.transmits.push_back(Transmit {
-                dst: membership::BROADCAST,
-                payload,
-            });
+        let pages = chunks.len();
+        let send = pages.min(PAGES_PER_PERIOD);
+        let first = if pages > PAGES_PER_PERIOD {
+            self.page_cursor % pages
+        } else {
+            0
+        };
+        let mut out = Vec::with_capacity(send);
+        for i in 0..send {
+            let page = (first + i) % pages;
+            let a = Announcement {
+                director: self.cfg.self_addr,
+                epoch: self.epoch,
+                members: members.clone(),
+                table_version: self.table.version(),
+                page: page as u16,
+                pages: pages as u16,
+                assignments: chunks[page].to_vec(),
+            };
+            let msg = Message::Announcement(a);
+            out.push((
+                page,
+                membership::encode(&msg, self.cfg.lb_id, self.cfg.auth_key.as_deref()),
+            ));
+        }
+        self.page_cursor = (first + send) % pages;
+        for (page, encoded) in out {
+            match encoded {
+                Ok(payload) => {
+                    self.count("tx_announcements");
+                    self.transmits.push_back(Transmit {
+                        dst: membership::BROADCAST,
+                        payload,
+                    });
+                }
+                Err(e) => log::warn!("announcement page {page} of {pages} not sent: {e}"),
+            }
         }
     }
 
@@ -1008,6 +1072,89 @@ mod tests {
     }
 
     #[test]
+    fn pins_beyond_one_page_are_announced_in_pages_and_all_continue() {
+        let t0 = Instant::now();
+        let mut nodes = vec![node("a", A, t0), node("b", B, t0), node("c", C, t0)];
+        nodes[0].set_role(t0, true);
+        run(&mut nodes, &[true; 3], t0, t0 + 3 * SEC);
+        // 10,000 clients: three pages of 4096.
+        let pins: Vec<StickyEntry> = (0..10_000u32)
+            .map(|i| StickyEntry {
+                client: Ipv4Addr::from(0x0a80_0000 + i),
+                mark: mark_of(if i % 2 == 0 { B } else { C }),
+                expires_ms: 290_000,
+            })
+            .collect();
+        nodes[0].set_pins(&pins);
+        nodes[0].handle_timeout(t0 + 4 * SEC);
+        let pages: Vec<Transmit> = std::iter::from_fn(|| nodes[0].poll_transmit())
+            .filter(|t| t.dst == membership::BROADCAST)
+            .collect();
+        assert_eq!(pages.len(), 3, "one announcement per page");
+        for t in &pages {
+            assert!(t.payload.len() <= 65_535 - 20, "{} bytes", t.payload.len());
+            nodes[1].handle_datagram(t0 + 4 * SEC, A, &t.payload);
+        }
+        assert_eq!(
+            nodes[1].replica.keys().copied().collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
+        nodes[1].set_role(t0 + 6 * SEC, true);
+        let d = nodes[1].poll_desired().expect("director data path");
+        let preload = &director_state(&d).sticky_preload;
+        assert_eq!(preload.len(), 10_000, "every pin continues");
+        // The set shrinks to one page: the stale pages go with the next announcement.
+        let mut c = node("c2", C, t0);
+        for t in &pages {
+            c.handle_datagram(t0 + 4 * SEC, A, &t.payload);
+        }
+        nodes[0].set_pins(&pins[..10]);
+        nodes[0].handle_timeout(t0 + 5 * SEC);
+        while let Some(t) = nodes[0].poll_transmit() {
+            if t.dst == membership::BROADCAST {
+                c.handle_datagram(t0 + 5 * SEC, A, &t.payload);
+            }
+        }
+        assert_eq!(c.replica.keys().copied().collect::<Vec<_>>(), vec![0]);
+        assert_eq!(c.replica[&0].1.len(), 10);
+    }
+
+    #[test]
+    fn more_pages_than_a_period_carries_take_turns() {
+        let t0 = Instant::now();
+        let mut a = node("a", A, t0);
+        a.set_role(t0, true);
+        while a.poll_transmit().is_some() {}
+        let n = (PAGES_PER_PERIOD + 4) * membership::MAX_ASSIGNMENTS;
+        let pins: Vec<StickyEntry> = (0..n as u32)
+            .map(|i| StickyEntry {
+                client: Ipv4Addr::from(0x0a00_0000 + i),
+                mark: mark_of(A),
+                expires_ms: 1000,
+            })
+            .collect();
+        a.set_pins(&pins);
+        let lb_id = a.cfg.lb_id;
+        let mut sent = Vec::new();
+        for k in 1..=2u32 {
+            a.handle_timeout(t0 + k * SEC);
+            let pages: Vec<u16> = std::iter::from_fn(|| a.poll_transmit())
+                .filter(|t| t.dst == membership::BROADCAST)
+                .map(|t| match membership::decode(&t.payload, lb_id, None) {
+                    Ok((_, Message::Announcement(x))) => {
+                        assert_eq!(usize::from(x.pages), PAGES_PER_PERIOD + 4);
+                        x.page
+                    }
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            sent.push(pages);
+        }
+        assert_eq!(sent[0], (0..16).collect::<Vec<u16>>());
+        assert_eq!(sent[1], (16..20).chain(0..12).collect::<Vec<u16>>());
+    }
+
+    #[test]
     fn a_new_director_continues_the_announced_pins_to_surviving_nodes() {
         let t0 = Instant::now();
         let mut nodes = vec![node("a", A, t0), node("b", B, t0), node("c", C, t0)];
@@ -1023,7 +1170,11 @@ mod tests {
         let t1 = t0 + 3 * SEC + Duration::from_millis(100);
         run(&mut nodes, &[true; 3], t1, t1 + SEC);
         assert_eq!(
-            nodes[1].replica.len(),
+            nodes[1]
+                .replica
+                .values()
+                .map(|(_, p)| p.len())
+                .sum::<usize>(),
             3,
             "B holds A's pins from its announcement"
         );

@@ -211,7 +211,7 @@ level = "debug"
         write(&conf, &text)?;
         let out = dir.join(format!("{}.stderr.log", host.name));
         let conf_s = conf.to_string_lossy().into_owned();
-        let pid = host.spawn(&bin, &["run", "--config", &conf_s], &out)?;
+        let pid = host.spawn_net_only(&bin, &["run", "--config", &conf_s], &out)?;
         Ok(Daemon {
             kind: Kind::Proxyha,
             host: host.clone(),

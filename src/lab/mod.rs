@@ -15,9 +15,11 @@
 //! Labs in one process run one at a time (a process-wide lock held by each [`Lab`]), so
 //! timing bounds hold on a small machine even when the test harness runs tests in parallel.
 
+mod cgroup;
 mod daemons;
 mod probe;
 
+pub use cgroup::CpuCgroup;
 pub use daemons::{Daemon, Kind, Status, VrrpOpts};
 pub use probe::{Advert, AdvertWatch, Gap, Prober, Sample, gap, inject};
 
@@ -151,6 +153,8 @@ struct Shared {
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     namespaces: Mutex<Vec<String>>,
+    /// cgroup directories made by [`Lab::cpu_cgroup`], removed after the processes.
+    cgroups: Mutex<Vec<PathBuf>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -192,6 +196,7 @@ impl Lab {
             stop: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::new()),
             namespaces: Mutex::new(Vec::new()),
+            cgroups: Mutex::new(Vec::new()),
         });
         // From here on Drop cleans up whatever was created.
         let lab = Lab {
@@ -398,6 +403,16 @@ impl Drop for Lab {
         for t in threads {
             let _ = t.join();
         }
+        let cgroups: Vec<PathBuf> = lock(&self.shared.cgroups).drain(..).collect();
+        for dir in cgroups {
+            // A killed task leaves its cgroup a moment after it is reaped.
+            let gone = wait_for(Duration::from_secs(2), Duration::from_millis(20), || {
+                std::fs::remove_dir(&dir).ok()
+            });
+            if gone.is_none() {
+                errors.push(format!("removing cgroup {}", dir.display()));
+            }
+        }
         let namespaces: Vec<String> = lock(&self.shared.namespaces).drain(..).collect();
         for ns in namespaces.iter().rev() {
             if let Err(e) = run("ip", &["netns", "del", ns]) {
@@ -485,9 +500,37 @@ impl Host {
         self.spawn_tracked(program, args, log, Vec::new(), String::new())
     }
 
+    /// Like [`Host::spawn`], but only the network namespace is entered (`nsenter --net`),
+    /// not a fresh mount namespace with this namespace's /sys as `ip netns exec` makes: the
+    /// process sees the machine's cgroup hierarchies, like a container with its cgroupfs.
+    /// proxyha runs so ([`Lab::cpu_cgroup`]); it reads the network only through netlink and
+    /// /proc, which follow the network namespace.
+    pub fn spawn_net_only(&self, program: &Path, args: &[&str], log: &Path) -> io::Result<u32> {
+        let netns = format!("--net=/run/netns/{}", self.ns);
+        let mut full: Vec<&str> = vec![&netns, "--"];
+        let program = program.to_string_lossy();
+        full.push(&program);
+        full.extend_from_slice(args);
+        self.spawn_with("nsenter", &full, log, Vec::new(), String::new())
+    }
+
     pub(crate) fn spawn_tracked(
         &self,
         program: &Path,
+        args: &[&str],
+        log: &Path,
+        pidfiles: Vec<PathBuf>,
+        marker: String,
+    ) -> io::Result<u32> {
+        let program = program.to_string_lossy();
+        let mut full: Vec<&str> = vec!["netns", "exec", &self.ns, &program];
+        full.extend_from_slice(args);
+        self.spawn_with("ip", &full, log, pidfiles, marker)
+    }
+
+    fn spawn_with(
+        &self,
+        launcher: &str,
         args: &[&str],
         log: &Path,
         pidfiles: Vec<PathBuf>,
@@ -499,18 +542,14 @@ impl Host {
             .open(log)
             .map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", log.display())))?;
         let err = out.try_clone()?;
-        let mut cmd = Command::new("ip");
-        cmd.arg("netns")
-            .arg("exec")
-            .arg(&self.ns)
-            .arg(program)
-            .args(args);
+        let mut cmd = Command::new(launcher);
+        cmd.args(args);
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         set_pdeathsig(&mut cmd);
         let child = cmd.spawn().map_err(|e| {
             io::Error::new(
                 e.kind(),
-                format!("starting {} in {}: {e}", program.display(), self.ns),
+                format!("starting {launcher} {} in {}: {e}", args.join(" "), self.ns),
             )
         })?;
         let pid = child.id();

@@ -15,6 +15,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod cgroup;
+
+pub use cgroup::CgroupCpu;
+
 /// Aggregate CPU time from the `cpu ` line of `/proc/stat`, in jiffies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CpuTimes {
@@ -260,6 +264,10 @@ pub struct SamplerPaths {
     pub stat: PathBuf,
     pub tcp: PathBuf,
     pub tcp6: PathBuf,
+    /// `/proc/self/cgroup` and `/proc/self/mountinfo`: a CPU quota on our cgroup makes
+    /// the cgroup the node ([`cgroup`]).
+    pub self_cgroup: PathBuf,
+    pub mountinfo: PathBuf,
 }
 
 impl Default for SamplerPaths {
@@ -268,6 +276,8 @@ impl Default for SamplerPaths {
             stat: "/proc/stat".into(),
             tcp: "/proc/net/tcp".into(),
             tcp6: "/proc/net/tcp6".into(),
+            self_cgroup: "/proc/self/cgroup".into(),
+            mountinfo: "/proc/self/mountinfo".into(),
         }
     }
 }
@@ -280,6 +290,8 @@ pub struct LoadSample {
     /// Raw utilisation of the last interval.
     pub cpu_raw: f64,
     pub cpu_count: usize,
+    /// The cgroup whose quota the CPU figures are measured against; `None`: /proc/stat.
+    pub cgroup: Option<CgroupCpu>,
     /// Smoothed established connections per redirected port.
     pub conns: BTreeMap<u16, f64>,
     /// Raw counts of this sample.
@@ -292,6 +304,8 @@ pub struct Sampler {
     paths: SamplerPaths,
     ports: Vec<u16>,
     prev: Option<CpuTimes>,
+    /// The cgroup source and its last usage reading (µs), when one applies.
+    cgroup: Option<(CgroupCpu, Option<u64>)>,
     cpu: Ewma,
     conns: BTreeMap<u16, Ewma>,
     tau: Duration,
@@ -322,6 +336,7 @@ impl Sampler {
             paths,
             ports,
             prev: None,
+            cgroup: None,
             cpu: Ewma::new(tau),
             conns: BTreeMap::new(),
             tau,
@@ -331,18 +346,15 @@ impl Sampler {
     /// Reads the files and folds them into the averages; `dt` is the time since the last
     /// call. A missing tcp6 file (IPv6 disabled) counts as empty.
     pub fn sample(&mut self, dt: Duration) -> Result<LoadSample, LoadError> {
-        let stat = read(&self.paths.stat)?;
-        let times = parse_proc_stat(&stat).ok_or_else(|| LoadError::Stat {
-            path: self.paths.stat.display().to_string(),
-        })?;
-        let cpu_count = parse_cpu_count(&stat).unwrap_or_else(cpu_count);
-        let cpu_raw = self.prev.map_or(0.0, |p| utilisation(p, times));
-        let cpu = if self.prev.is_some() {
-            self.cpu.update(cpu_raw, dt)
-        } else {
-            0.0
+        let (cpu_raw, cpu_count, cgroup) = match self.cgroup_cpu(dt) {
+            Some(v) => v,
+            None => self.stat_cpu()?,
         };
-        self.prev = Some(times);
+        let cpu = match cpu_raw {
+            Some(u) => self.cpu.update(u, dt),
+            None => 0.0,
+        };
+        let cpu_raw = cpu_raw.unwrap_or(0.0);
 
         let mut raw = BTreeMap::new();
         count_established(&read(&self.paths.tcp)?, &self.ports, &mut raw);
@@ -368,9 +380,63 @@ impl Sampler {
             cpu,
             cpu_raw,
             cpu_count,
+            cgroup,
             conns,
             conns_raw: raw,
         })
+    }
+
+    /// CPU from the cgroup when our cgroup has a quota (resolved every sample, so a daemon
+    /// moved into or out of a cgroup follows). `None`: use /proc/stat. The utilisation is
+    /// `None` on the first reading of a source.
+    fn cgroup_cpu(&mut self, dt: Duration) -> Option<(Option<f64>, usize, Option<CgroupCpu>)> {
+        let self_cgroup = std::fs::read_to_string(&self.paths.self_cgroup).ok()?;
+        let found = std::fs::read_to_string(&self.paths.mountinfo)
+            .ok()
+            .and_then(|mi| cgroup::resolve(&self_cgroup, &mi, |p| std::fs::read_to_string(p).ok()));
+        let Some(found) = found else {
+            self.cgroup = None;
+            return None;
+        };
+        let now_us = std::fs::read_to_string(&found.usage)
+            .ok()
+            .and_then(|t| found.parse_usage_us(&t));
+        let prev_us = match self.cgroup.take() {
+            Some((old, prev)) if old.usage == found.usage => prev,
+            _ => {
+                log::info!(
+                    "CPU load is measured in cgroup {} (quota {:.2} CPU), not /proc/stat",
+                    found.path,
+                    found.cpus
+                );
+                None
+            }
+        };
+        let util = match (prev_us, now_us) {
+            (Some(a), Some(b)) => Some(cgroup::utilisation(
+                a,
+                b,
+                u64::try_from(dt.as_micros()).unwrap_or(u64::MAX),
+                found.cpus,
+            )),
+            _ => None,
+        };
+        self.prev = None;
+        let count = (found.cpus.round() as usize).max(1);
+        self.cgroup = Some((found.clone(), now_us));
+        Some((util, count, Some(found)))
+    }
+
+    /// CPU from the machine's /proc/stat.
+    fn stat_cpu(&mut self) -> Result<(Option<f64>, usize, Option<CgroupCpu>), LoadError> {
+        let stat = read(&self.paths.stat)?;
+        let times = parse_proc_stat(&stat).ok_or_else(|| LoadError::Stat {
+            path: self.paths.stat.display().to_string(),
+        })?;
+        let cpu_count = parse_cpu_count(&stat).unwrap_or_else(cpu_count);
+        let util = self.prev.map(|p| utilisation(p, times));
+        self.prev = Some(times);
+        Ok((util, cpu_count, None))
     }
 
     /// The listener check for the port monitor, from the same files.
@@ -534,6 +600,8 @@ cpu0 1 0 0 1 0 0 0 0 0 0\ncpu1 1 0 0 1 0 0 0 0 0 0\n";
             stat: dir.join("stat"),
             tcp: dir.join("tcp"),
             tcp6: dir.join("tcp6-missing"),
+            self_cgroup: dir.join("cgroup-missing"),
+            mountinfo: dir.join("mountinfo-missing"),
         };
         std::fs::write(&paths.stat, STAT_A).unwrap();
         std::fs::write(&paths.tcp, TCP).unwrap();
@@ -556,6 +624,50 @@ cpu0 1 0 0 1 0 0 0 0 0 0\ncpu1 1 0 0 1 0 0 0 0 0 0\n";
         std::fs::remove_file(&paths.stat).unwrap();
         let err = s.sample(Duration::from_secs(1)).unwrap_err().to_string();
         assert!(err.starts_with("reading ") && err.contains("stat"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn sampler_measures_a_cgroup_with_a_quota_and_falls_back_when_it_goes() {
+        let dir = std::env::temp_dir().join(format!("proxyha-cg-{}", std::process::id()));
+        let node = dir.join("node");
+        std::fs::create_dir_all(&node).unwrap();
+        let paths = SamplerPaths {
+            stat: dir.join("stat"),
+            tcp: dir.join("tcp"),
+            tcp6: dir.join("tcp6-missing"),
+            self_cgroup: dir.join("self-cgroup"),
+            mountinfo: dir.join("mountinfo"),
+        };
+        std::fs::write(&paths.stat, STAT_A).unwrap();
+        std::fs::write(&paths.tcp, TCP).unwrap();
+        std::fs::write(&paths.self_cgroup, "0::/node\n").unwrap();
+        std::fs::write(
+            &paths.mountinfo,
+            format!("35 24 0:30 / {} rw - cgroup2 cgroup2 rw\n", dir.display()),
+        )
+        .unwrap();
+        std::fs::write(node.join("cpu.max"), "100000 100000\n").unwrap();
+        std::fs::write(node.join("cpu.stat"), "usage_usec 1000000\n").unwrap();
+        let mut s = Sampler::new(paths.clone(), vec![9090], Ewma::DEFAULT_TAU);
+        let first = s.sample(Duration::from_secs(1)).unwrap();
+        assert_eq!((first.cpu, first.cpu_count), (0.0, 1));
+        assert_eq!(
+            first.cgroup.as_ref().map(|c| c.path.as_str()),
+            Some("/node")
+        );
+        // 0.9 CPU-seconds in 1 s of a 1-CPU quota; /proc/stat (0.5 busy) is not used.
+        std::fs::write(node.join("cpu.stat"), "usage_usec 1900000\n").unwrap();
+        std::fs::write(&paths.stat, STAT_B).unwrap();
+        let second = s.sample(Duration::from_secs(1)).unwrap();
+        assert!((second.cpu_raw - 0.9).abs() < 1e-9, "{second:?}");
+        // Quota lifted: back to /proc/stat, starting a fresh pair of readings.
+        std::fs::write(node.join("cpu.max"), "max 100000\n").unwrap();
+        let third = s.sample(Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            (third.cgroup, third.cpu_count, third.cpu_raw),
+            (None, 2, 0.0)
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
