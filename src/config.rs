@@ -66,6 +66,33 @@ pub struct Ha {
     pub mode: Mode,
     /// Shared secret of the membership protocol's HMAC-SHA256; `None`: messages unsigned.
     pub auth_key: Option<String>,
+    /// What a failed listener takes out of the pool.
+    pub drain: Drain,
+}
+
+/// `ha.drain`: what the director takes out of the pool when a node's listener fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Drain {
+    /// Only that port's pool (other ports keep flowing); the default.
+    #[default]
+    Port,
+    /// The whole node, as the seed's product does (its other ports' pinned clients finish).
+    Node,
+}
+
+impl Drain {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Drain::Port => "port",
+            Drain::Node => "node",
+        }
+    }
+}
+
+impl fmt::Display for Drain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Client traffic to `port` on the VIP goes to `to` on the chosen scanning node.
@@ -272,6 +299,7 @@ port_redirects = [9090, 2121]    # ports shared by the group; or { port = 80, to
 # sticky_idle_s = 300            # a client stays on its node until idle this long; 1..=86400
 # mode = "direct"                # "direct" (replies bypass the director) or "nat"
 # auth_key = "…"                 # membership HMAC-SHA256 secret, 16..=255 bytes, the same on every node
+# drain = "port"                 # a failed listener leaves its port's pool ("port") or every pool ("node")
 
 [control]
 # socket = "/run/proxyha/control.sock"
@@ -302,6 +330,7 @@ const HA_KEYS: &[&str] = &[
     "sticky_idle_s",
     "mode",
     "auth_key",
+    "drain",
 ];
 const CONTROL_KEYS: &[&str] = &["socket"];
 const LOG_KEYS: &[&str] = &["target", "level"];
@@ -731,6 +760,21 @@ impl Cx<'_> {
             }
             None => Some(None),
         };
+        let drain = match s.get("drain") {
+            Some(v) => {
+                const RULE: &str = "must be \"port\" (a failed listener leaves its port's pool) or \"node\" (the whole node leaves)";
+                match self.string("ha.drain", v, RULE) {
+                    Some("port") => Some(Drain::Port),
+                    Some("node") => Some(Drain::Node),
+                    Some(_) => {
+                        self.bad("ha.drain", v, RULE);
+                        None
+                    }
+                    None => None,
+                }
+            }
+            None => Some(Drain::Port),
+        };
         Some(Ha {
             interface: interface?,
             virtual_ip: virtual_ip?,
@@ -745,6 +789,7 @@ impl Cx<'_> {
             sticky_idle_s: sticky_idle_s?,
             mode: mode?,
             auth_key: auth_key?,
+            drain: drain?,
         })
     }
 
@@ -1148,6 +1193,7 @@ port_redirects = [9090, { port = 80, to = 9091 }, { port = 2121 }]
 sticky_idle_s = 60
 mode = "nat"
 auth_key = "0123456789abcdef"
+drain = "node"
 
 [control]
 socket = "/tmp/p.sock"
@@ -1189,6 +1235,7 @@ level = "debug"
                     sticky_idle_s: 60,
                     mode: Mode::Nat,
                     auth_key: Some("0123456789abcdef".into()),
+                    drain: Drain::Node,
                 },
                 control: Control {
                     socket: "/tmp/p.sock".into()
@@ -1332,6 +1379,10 @@ target = "syslog"                # "syslog" | "stderr" | "file:/path"
             (
                 "mode = \"dr\"",
                 "proxyha.toml:4:8: ha.mode = \"dr\": must be \"direct\" or \"nat\"",
+            ),
+            (
+                "drain = \"all\"",
+                "proxyha.toml:4:9: ha.drain = \"all\": must be \"port\" (a failed listener leaves its port's pool) or \"node\" (the whole node leaves)",
             ),
             (
                 "interface = \"a-very-long-name0\"",
@@ -1542,7 +1593,7 @@ target = "syslog"                # "syslog" | "stderr" | "file:/path"
             ha_error("prority = 5"),
             "proxyha.toml:4:1: unknown key ha.prority (did you mean priority?); allowed keys in [ha]: \
              interface, virtual_ip, virtual_router_id, lb_id, priority, advert_interval_ms, preempt, \
-             vrrp_version, vrrp_checksum, port_redirects, sticky_idle_s, mode, auth_key"
+             vrrp_version, vrrp_checksum, port_redirects, sticky_idle_s, mode, auth_key, drain"
         );
         assert_eq!(
             error(&format!("{MINIMAL}[control]\npath = \"/x\"\n")),

@@ -35,6 +35,9 @@ enum Command {
         /// else /run/proxyha/control.sock]
         #[arg(long)]
         control: Option<PathBuf>,
+        /// Say which node this client address is pinned to (or would go to), and why
+        #[arg(long, value_name = "IP")]
+        client: Option<std::net::Ipv4Addr>,
     },
     /// Configuration tools
     Config {
@@ -57,7 +60,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => run(&config),
-        Command::Status { json, control } => status(json, control),
+        Command::Status {
+            json,
+            control,
+            client,
+        } => status(json, control, client),
         Command::Config {
             command: ConfigCommand::Check { path },
         } => match Config::load(&path) {
@@ -137,7 +144,7 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, proxyha::d
     })
 }
 
-fn status(json: bool, control: Option<PathBuf>) -> ExitCode {
+fn status(json: bool, control: Option<PathBuf>, client: Option<std::net::Ipv4Addr>) -> ExitCode {
     let socket = control.unwrap_or_else(|| {
         Config::load(Path::new(config::DEFAULT_PATH))
             .map(|c| c.control.socket)
@@ -150,7 +157,25 @@ fn status(json: bool, control: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(status::request(&socket, &Request::Status)) {
+    let request = match client {
+        Some(ip) => Request::Client { ip },
+        None => Request::Status,
+    };
+    match rt.block_on(status::request(&socket, &request)) {
+        Ok(Response::Client(c)) => {
+            if json {
+                match serde_json::to_string_pretty(&c) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => {
+                        eprintln!("encoding the client status: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                print!("{}", status::render_client(&c));
+            }
+            ExitCode::SUCCESS
+        }
         Ok(Response::Status(s)) => {
             if json {
                 match serde_json::to_string_pretty(&s) {

@@ -59,6 +59,65 @@ pub struct Status {
     /// On the director every member; on a scanning node the director and itself.
     #[serde(default)]
     pub nodes: Vec<NodeStatus>,
+    /// Peers whose group settings differ from ours: a membership report with another
+    /// config digest, or a VRRP advert for our VRID with another VIP list.
+    #[serde(default)]
+    pub config_mismatches: Vec<Mismatch>,
+    /// TCP ports listening on this node that are not redirected: reached on the node's own
+    /// address only, never through the VIP's load sharing (the seed's "test one node on
+    /// port 9091").
+    #[serde(default)]
+    pub direct_only_ports: Vec<u16>,
+}
+
+/// A peer that disagrees with our group settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mismatch {
+    pub peer: Ipv4Addr,
+    /// Its node name, when known.
+    pub name: String,
+    /// "membership" (config digest of a report) or "vrrp" (VIP list of an advert).
+    pub source: String,
+    pub ours: String,
+    pub theirs: String,
+}
+
+/// `proxyha status --client IP`: where that client goes, per redirected port, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientStatus {
+    pub client: Ipv4Addr,
+    /// The director whose view this is (this node's address on the director).
+    pub director: Option<Ipv4Addr>,
+    pub ports: Vec<ClientPort>,
+    /// How current the answer is ("the director's live pins" or "the last pins the
+    /// director announced, N s ago").
+    pub source: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientPort {
+    pub port: u16,
+    pub node: Option<Ipv4Addr>,
+    pub name: String,
+    /// "pinned" | "new" (would follow the bucket table) | "none".
+    pub how: String,
+    /// The why, in words.
+    pub detail: String,
+}
+
+/// Renders `status --client` for a terminal.
+pub fn render_client(c: &ClientStatus) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "client {} ({})", c.client, c.source);
+    for p in &c.ports {
+        let node = match p.node {
+            Some(n) if !p.name.is_empty() => format!("{} {n}", p.name),
+            Some(n) => n.to_string(),
+            None => "no node".into(),
+        };
+        let _ = writeln!(out, "  port {:<5}  {node}: {}", p.port, p.detail);
+    }
+    out
 }
 
 /// One member of the load-sharing group (BRIEF §3).
@@ -79,12 +138,26 @@ pub struct NodeStatus {
     /// Live sticky pins to this node (director only; null where unknown).
     #[serde(default)]
     pub pinned: Option<u64>,
+    /// Why its share is what it is, in words ("weight 2.00 = capacity 2 × load feedback
+    /// 1.00", "draining", "port 2121 down: …", "not reporting", "config mismatch", …).
+    #[serde(default)]
+    pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PortStatus {
+    /// The redirected (VIP-side) port.
     pub port: u16,
+    /// The listener port the monitor checks (`to` of the redirect; = `port` without one).
+    #[serde(default)]
+    pub to: u16,
     pub listening: bool,
+    /// This node's fraction of the port's bucket table (new clients), 0..=1.
+    #[serde(default)]
+    pub share: f64,
+    /// Why the port is out of this node's pool; empty when it is in.
+    #[serde(default)]
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,7 +283,13 @@ pub fn render_table(status: &Status) -> String {
         let ports: Vec<String> = n
             .ports
             .iter()
-            .map(|p| format!("{}{}", p.port, if p.listening { "" } else { " DOWN" }))
+            .map(|p| {
+                if p.listening {
+                    p.port.to_string()
+                } else {
+                    format!("{} DOWN", p.port)
+                }
+            })
             .collect();
         let pinned = n.pinned.map_or(String::new(), |p| format!(", {p} pinned"));
         rows.push((
@@ -226,6 +305,36 @@ pub fn render_table(status: &Status) -> String {
                 n.load.capacity,
                 n.weight,
                 n.share * 100.0,
+                ports.join(", ")
+            ),
+        ));
+        if !n.reason.is_empty() {
+            rows.push(("", format!("  why: {}", n.reason)));
+        }
+    }
+    let mismatches: Vec<String> = status
+        .config_mismatches
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {} ({}): theirs `{}`, ours `{}`",
+                m.name, m.peer, m.source, m.theirs, m.ours
+            )
+        })
+        .collect();
+    if !mismatches.is_empty() {
+        push_list(&mut rows, "MISMATCH", mismatches);
+    }
+    if !status.direct_only_ports.is_empty() {
+        let ports: Vec<String> = status
+            .direct_only_ports
+            .iter()
+            .map(u16::to_string)
+            .collect();
+        rows.push((
+            "direct only",
+            format!(
+                "{} (not redirected; reach them on this node's own address)",
                 ports.join(", ")
             ),
         ));
@@ -261,6 +370,10 @@ fn yes_no(b: bool) -> &'static str {
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
     Status,
+    /// Where client `ip` goes and why (`proxyha status --client`).
+    Client {
+        ip: Ipv4Addr,
+    },
 }
 
 /// A response line: `{"status":{...}}` or `{"error":"..."}`.
@@ -268,6 +381,7 @@ pub enum Request {
 #[serde(rename_all = "snake_case")]
 pub enum Response {
     Status(Status),
+    Client(ClientStatus),
     Error(String),
 }
 
@@ -453,10 +567,24 @@ mod tests {
                 address: Ipv4Addr::new(10, 10, 74, 71),
                 role: "director".into(),
                 healthy: true,
-                ports: vec![PortStatus {
-                    port: 9090,
-                    listening: true,
-                }],
+                ports: vec![
+                    PortStatus {
+                        port: 9090,
+                        to: 9090,
+                        listening: true,
+                        share: 0.5,
+                        reason: String::new(),
+                    },
+                    PortStatus {
+                        port: 2121,
+                        to: 2121,
+                        listening: false,
+                        share: 0.0,
+                        reason:
+                            "listener 2121 down (nothing is listening): out of this port's pool"
+                                .into(),
+                    },
+                ],
                 load: LoadStatus {
                     cpu: 0.25,
                     conns: 12,
@@ -465,7 +593,19 @@ mod tests {
                 weight: 2.0,
                 share: 0.5,
                 pinned: Some(7),
+                reason:
+                    "weight 2.00 = capacity 2 × load feedback 1.00 (cpu 25 % vs group mean 25 %); \
+                         port 2121 down (nothing is listening): out of that port's pool only"
+                        .into(),
             }],
+            config_mismatches: vec![Mismatch {
+                peer: Ipv4Addr::new(10, 10, 74, 73),
+                name: "saturn".into(),
+                source: "membership".into(),
+                ours: "vip 10.10.74.74 vrid 51 lb_id 51 ports [9090, 2121] mode direct".into(),
+                theirs: "vip 10.10.74.74 vrid 51 lb_id 51 ports [9090, 2121] mode nat".into(),
+            }],
+            direct_only_ports: vec![22, 9091],
         }
     }
 
@@ -622,6 +762,7 @@ mod tests {
             let req: Request = decode_line(&line).ok()?;
             let answer = match req {
                 Request::Status => Response::Status(sample()),
+                Request::Client { .. } => Response::Error("not in this test".into()),
             };
             stream
                 .get_mut()

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use proxyha::dataplane::{
-    Dataplane, Desired, DirectorState, Mode, NftDataplane, NftOptions, PortRedirect, Role,
+    Dataplane, Desired, DirectorState, Mode, NftDataplane, NftOptions, PortPool, PortRedirect, Role,
 };
 use proxyha::director::scheduler::bucket_of;
 
@@ -224,7 +224,11 @@ fn director_role(buckets: Vec<Option<Ipv4Addr>>) -> Role {
     Role::Director(DirectorState {
         self_addr: DIR,
         nodes: vec![N2, N3],
-        buckets,
+        pools: vec![PortPool {
+            ports: vec![9090],
+            serving: vec![DIR, N2, N3],
+            buckets,
+        }],
         hash_seed: SEED,
         sticky_idle_s: 300,
         sticky_preload: vec![],

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use proxyha::lab::clients::{self, sources, tally};
 use proxyha::lab::{self, Daemon, Host, Lab, VrrpOpts};
 use socket2::{Domain, Socket, Type};
 
@@ -37,22 +38,6 @@ struct Group {
     client: Host,
     /// The client source addresses.
     sources: Vec<Ipv4Addr>,
-}
-
-/// Client subnets: four /24s; routed on every node via the client's lab address.
-fn client_nets(lab: &Lab) -> [(u8, u8); 4] {
-    let n = lab.addr(0).octets()[2];
-    [(79, n), (80, n), (81, n), (82, n)]
-}
-
-fn sources(lab: &Lab, count: usize, offset: u8) -> Vec<Ipv4Addr> {
-    let nets = client_nets(lab);
-    (0..count)
-        .map(|i| {
-            let (a, n) = nets[i % 4];
-            Ipv4Addr::new(10, a, n, offset + (i / 4) as u8)
-        })
-        .collect()
 }
 
 /// Builds the lab and starts the group; None when skipped for lack of root.
@@ -79,24 +64,11 @@ fn group(test: &str, mode: &str, capacities: [Option<f64>; 3]) -> Option<Group> 
     }
     // 300 source addresses on the client (one batch), and the way back on every node.
     // The clients of every test, plus fresh ones (octets 101..) for test b.
-    let mut batch = String::new();
-    for ip in sources(&lab, CLIENTS, 1)
+    let all: Vec<Ipv4Addr> = sources(&lab, CLIENTS, 1)
         .into_iter()
         .chain(sources(&lab, CLIENTS, 101))
-    {
-        batch.push_str(&format!("addr add {ip}/32 dev eth0\n"));
-    }
-    let file = lab.dir().join("client-addrs.batch");
-    std::fs::write(&file, batch).expect("writing the address batch");
-    lab::run("ip", &["-n", &client.ns, "-batch", &file.to_string_lossy()])
-        .expect("adding the client addresses");
-    for h in &nodes {
-        for (a, n) in client_nets(&lab) {
-            let net = format!("10.{a}.{n}.0/24");
-            h.ip(&["route", "add", &net, "via", &client.addr.to_string()])
-                .expect("routing the client subnet");
-        }
-    }
+        .collect();
+    clients::add_sources(&lab, &client, &nodes, &all).expect("adding the client addresses");
     let prios = [99u8, 89, 0];
     let daemons: Vec<Daemon> = nodes
         .iter()
@@ -193,99 +165,14 @@ impl Group {
         std::thread::sleep(Duration::from_millis(1000));
     }
 
-    /// Connects from every `src` to VIP:9090 (in parallel, 4 threads); per source the
-    /// answer `(node, peer seen)` or the error.
+    /// Connects from every `src` to VIP:9090; per source the answer or the error.
     fn round(
         &self,
         srcs: &[Ipv4Addr],
         timeout: Duration,
     ) -> Vec<Result<(String, Ipv4Addr), String>> {
-        let vip = self.lab.vip();
-        let chunks: Vec<Vec<Ipv4Addr>> = srcs
-            .chunks(srcs.len().div_ceil(4).max(1))
-            .map(|c| c.to_vec())
-            .collect();
-        let mut handles = Vec::new();
-        for chunk in chunks {
-            let client = self.client.clone();
-            handles.push(std::thread::spawn(move || {
-                client
-                    .run_in(move || {
-                        chunk
-                            .iter()
-                            .map(|s| ask(*s, vip, timeout))
-                            .collect::<Vec<_>>()
-                    })
-                    .unwrap_or_else(|e| vec![Err(e.to_string())])
-            }));
-        }
-        handles
-            .into_iter()
-            .flat_map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| vec![Err("client thread panicked".into())])
-            })
-            .collect()
+        clients::round(&self.client, srcs, self.lab.vip(), PORT, timeout)
     }
-}
-
-/// One connection from `src` to `vip:9090`, reading `"<node> <peer>\n"`.
-fn ask(src: Ipv4Addr, vip: Ipv4Addr, timeout: Duration) -> Result<(String, Ipv4Addr), String> {
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(|e| e.to_string())?;
-    s.bind(&SocketAddr::V4(SocketAddrV4::new(src, 0)).into())
-        .map_err(|e| format!("bind {src}: {e}"))?;
-    s.connect_timeout(
-        &SocketAddr::V4(SocketAddrV4::new(vip, PORT)).into(),
-        timeout,
-    )
-    .map_err(|e| format!("connect: {e}"))?;
-    let mut stream: std::net::TcpStream = s.into();
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    stream
-        .read_to_string(&mut text)
-        .map_err(|e| format!("read: {e}"))?;
-    let mut parts = text.split_whitespace();
-    let node = parts.next().ok_or("empty answer")?.to_string();
-    let peer = parts
-        .next()
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| format!("bad answer {text:?}"))?;
-    Ok((node, peer))
-}
-
-/// Per-node counts of answers; panics naming the first failures.
-fn tally(
-    srcs: &[Ipv4Addr],
-    answers: &[Result<(String, Ipv4Addr), String>],
-) -> (BTreeMap<String, usize>, BTreeMap<Ipv4Addr, String>) {
-    let failures: Vec<String> = srcs
-        .iter()
-        .zip(answers)
-        .filter_map(|(s, a)| a.as_ref().err().map(|e| format!("{s}: {e}")))
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {} connections failed, e.g. {:?}",
-        failures.len(),
-        srcs.len(),
-        &failures[..failures.len().min(5)]
-    );
-    let mut per = BTreeMap::new();
-    let mut by_src = BTreeMap::new();
-    for (s, a) in srcs.iter().zip(answers) {
-        if let Ok((node, peer)) = a {
-            assert_eq!(
-                peer, s,
-                "server {node} saw {peer}, not the client address {s}"
-            );
-            *per.entry(node.clone()).or_insert(0) += 1;
-            by_src.insert(*s, node.clone());
-        }
-    }
-    (per, by_src)
 }
 
 fn shares_ok(per: &BTreeMap<String, usize>, total: usize) {
@@ -413,7 +300,9 @@ fn b_c_half_capacity_node_gets_half_the_new_clients_and_no_pinned_client_moves()
     g.lab
         .stop(&g.daemons[2], Duration::from_secs(5))
         .expect("stopping n3");
-    let opts = VrrpOpts::new(0, 1000).redirects(&[PORT]).capacity(1.0);
+    let opts = VrrpOpts::new(0, 1000)
+        .redirects(&[PORT, ECHO_PORT])
+        .capacity(1.0);
     let d3 = g
         .lab
         .start_proxyha(&g.nodes[2], &opts)

@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use proxyha::lab::{self, Daemon, Host, Kind, Lab, Prober, Status, VrrpOpts};
-use proxyha::wire::{ipv4, vrrp};
+use proxyha::wire::vrrp;
 
 const BIN: &str = env!("CARGO_BIN_EXE_proxyha");
 /// Slack the issue allows on top of the RFC timers for takeover.
@@ -575,16 +575,7 @@ fn f_interop_v2_keepalived_master_proxyha_backup() {
 
 /// A datagram (IPv4 header + VRRP) built with the crate's codecs.
 fn datagram(src: Ipv4Addr, ttl: u8, vrrp_bytes: &[u8]) -> Vec<u8> {
-    let mut buf = vec![0u8; ipv4::MIN_HEADER_LEN + vrrp_bytes.len()];
-    let header = ipv4::Header {
-        src,
-        dst: vrrp::MULTICAST_GROUP,
-        ttl,
-        protocol: vrrp::PROTOCOL,
-    };
-    ipv4::emit(&mut buf, &header, 0x4242, vrrp_bytes.len());
-    buf[ipv4::MIN_HEADER_LEN..].copy_from_slice(vrrp_bytes);
-    buf
+    lab::advert_datagram(src, ttl, vrrp_bytes)
 }
 
 /// Recomputes the VRRP checksum (pseudo-header form) after a mutation.

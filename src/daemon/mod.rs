@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::director::cluster::{Cluster, ClusterConfig, LocalLoad};
 use crate::load::{PortListen, Sampler, SamplerPaths};
-use crate::status::{Request, Response, Status};
+use crate::status::{Mismatch, Request, Response, Status};
 use crate::vrrp::{Action, Router, RouterConfig, State};
 use crate::wire::ipv4;
 
@@ -75,6 +75,10 @@ struct LoadSharing {
     lo: LinkInfo,
     last_sample: Instant,
     ticks: u64,
+    /// Both sides of every redirect (VIP-side and listener ports).
+    redirected_ports: Vec<u16>,
+    /// Listening ports that are not redirected (status: direct-only).
+    direct_only: Vec<u16>,
     /// The newest data path handed to the worker, and when to hand it again after a failure.
     desired: Option<crate::dataplane::Desired>,
     retry_at: Option<Instant>,
@@ -126,6 +130,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             lo,
             last_sample: Instant::now(),
             ticks: 0,
+            redirected_ports: config
+                .ha
+                .port_redirects
+                .iter()
+                .flat_map(|r| [r.port, r.to])
+                .collect(),
+            direct_only: Vec::new(),
             desired: None,
             retry_at: None,
         })
@@ -274,6 +285,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             Some((request, reply)) = requests.recv() => {
                 let response = match request {
                     Request::Status => Response::Status(shell.status(&router)),
+                    Request::Client { ip } => match &shell.lb {
+                        Some(lb) => Response::Client(lb.cluster.client(Instant::now(), ip)),
+                        None => Response::Error(
+                            "load sharing is off (ha.port_redirects is empty): no client is \
+                             redirected"
+                                .into(),
+                        ),
+                    },
                 };
                 let _ = reply.send(response);
             }
@@ -322,11 +341,18 @@ impl LoadSharing {
             Err(e) => log::warn!("{e}"),
         }
         if let Ok(state) = self.sampler.listen_state() {
-            load.listening = state
-                .into_iter()
-                .map(|(p, st)| (p, st == PortListen::Wildcard))
-                .collect();
+            for (p, st) in state {
+                load.listening.insert(p, st == PortListen::Wildcard);
+                if let Some(reason) = st.reason() {
+                    load.reasons.insert(p, reason);
+                }
+            }
         }
+        self.direct_only = self
+            .sampler
+            .direct_only(&self.redirected_ports)
+            .into_iter()
+            .collect();
         self.ticks += 1;
         // Every period: the pins go out with the next announcement, so a standby director
         // loses at most about a second of new assignments.
@@ -353,12 +379,35 @@ fn cluster_config(config: &Config, primary: Ipv4Addr) -> ClusterConfig {
     c.capacity = config.node.capacity;
     c.priority = ha.priority;
     c.auth_key = ha.auth_key.as_ref().map(|k| k.as_bytes().to_vec());
-    let group = format!(
-        "{} {} {:?} {} {}",
-        ha.virtual_ip, ha.lb_id, ha.port_redirects, ha.mode, ha.sticky_idle_s
-    );
-    c.config_digest = Sha256::digest(group.as_bytes()).into();
+    c.drain = ha.drain;
+    c.group_config = group_config(config);
+    c.config_digest = Sha256::digest(c.group_config.as_bytes()).into();
     c
+}
+
+/// The settings every node of a group must share (issue 4 §6), in words: the digest in the
+/// reports is over this text, and a mismatch shows both texts.
+pub fn group_config(config: &Config) -> String {
+    let ha = &config.ha;
+    let ports: Vec<String> = ha
+        .port_redirects
+        .iter()
+        .map(|r| {
+            if r.port == r.to {
+                r.port.to_string()
+            } else {
+                format!("{}->{}", r.port, r.to)
+            }
+        })
+        .collect();
+    format!(
+        "vip {} vrid {} lb_id {} ports [{}] mode {}",
+        ha.virtual_ip,
+        ha.virtual_router_id,
+        ha.lb_id,
+        ports.join(", "),
+        ha.mode
+    )
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -551,8 +600,43 @@ impl Shell {
             nodes: self
                 .lb
                 .as_ref()
-                .map(|lb| lb.cluster.nodes())
+                .map(|lb| lb.cluster.nodes(now))
+                .unwrap_or_default(),
+            config_mismatches: self.mismatches(router, now),
+            direct_only_ports: self
+                .lb
+                .as_ref()
+                .map(|lb| lb.direct_only.clone())
                 .unwrap_or_default(),
         }
+    }
+
+    /// Peers that disagree with our group settings: VRRP adverts for our VRID with other
+    /// addresses (heard within the last 10 s) and, on the director, members whose config
+    /// digest differs.
+    fn mismatches(&self, router: &Router, now: Instant) -> Vec<Mismatch> {
+        let ours = self.config.ha.virtual_ip.to_string();
+        let mut out: Vec<Mismatch> = router
+            .vip_mismatches(now, Duration::from_secs(10))
+            .into_iter()
+            .map(|(peer, vips)| Mismatch {
+                peer,
+                name: String::new(),
+                source: "vrrp".into(),
+                ours: format!("vrid {} vip {ours}", self.config.ha.virtual_router_id),
+                theirs: format!(
+                    "vrid {} vip {}",
+                    self.config.ha.virtual_router_id,
+                    vips.iter()
+                        .map(Ipv4Addr::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })
+            .collect();
+        if let Some(lb) = &self.lb {
+            out.extend(lb.cluster.mismatches());
+        }
+        out
     }
 }

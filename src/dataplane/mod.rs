@@ -56,16 +56,31 @@ pub enum Role {
 pub struct DirectorState {
     /// The director's own management address; its mark means "serve locally".
     pub self_addr: Ipv4Addr,
-    /// The other live nodes (not the director itself).
+    /// The other live nodes (not the director itself): routes and NAT rules go to them.
     pub nodes: Vec<Ipv4Addr>,
-    /// Bucket `b` serves clients with `jhash(saddr) mod len seed hash_seed == b`
-    /// (`director::scheduler::bucket_of`); `None` (or the director's own address) = local.
-    pub buckets: Vec<Option<Ipv4Addr>>,
+    /// One pool per set of redirected ports that share a bucket table and serving nodes
+    /// (one pool for all ports while every node serves every port).
+    pub pools: Vec<PortPool>,
     pub hash_seed: u32,
     /// Idle time after which a client's pin expires; 0 disables stickiness.
     pub sticky_idle_s: u32,
     /// Pins to load into the sticky map (replicated from the previous director).
     pub sticky_preload: Vec<StickyEntry>,
+}
+
+/// The nodes behind some redirected ports (issue 4: a node whose listener for one port
+/// fails leaves that port's pool only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortPool {
+    /// Redirected (VIP-side) ports.
+    pub ports: Vec<u16>,
+    /// Nodes a pin for these ports may keep pointing at: live and listening there,
+    /// draining ones included (their pinned clients finish). The director's own address
+    /// when it serves them itself.
+    pub serving: Vec<Ipv4Addr>,
+    /// Bucket `b` serves new clients with `jhash(saddr) mod len seed hash_seed == b`
+    /// (`director::scheduler::bucket_of`); `None` (or the director's own address) = local.
+    pub buckets: Vec<Option<Ipv4Addr>>,
 }
 
 /// Errors name the operation and the object; teardown collects all of them.

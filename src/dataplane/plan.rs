@@ -46,34 +46,57 @@ fn validate(d: &Desired) -> Result<(), DataplaneError> {
         )));
     }
     if let Role::Director(dir) = &d.role {
-        if dir.buckets.is_empty() || dir.buckets.len() > MAX_BUCKETS {
-            return Err(invalid(format!(
-                "bucket table has {} buckets; it needs 1..={MAX_BUCKETS}",
-                dir.buckets.len()
-            )));
-        }
         if dir.self_addr.is_unspecified() || dir.nodes.iter().any(|n| n.is_unspecified()) {
             return Err(invalid(
                 "node address 0.0.0.0 cannot be marked (mark 0 means undecided)".into(),
             ));
         }
-        for (b, n) in dir.buckets.iter().enumerate() {
-            if let Some(n) = n
-                && *n != dir.self_addr
-                && !dir.nodes.contains(n)
-            {
+        let known = |n: &Ipv4Addr| *n == dir.self_addr || dir.nodes.contains(n);
+        let mut covered = BTreeSet::new();
+        for pool in &dir.pools {
+            if pool.buckets.is_empty() || pool.buckets.len() > MAX_BUCKETS {
                 return Err(invalid(format!(
-                    "bucket {b} names node {n}, which is not in the node list; add the node or \
-                     rebuild the table from the live members"
+                    "bucket table of ports {:?} has {} buckets; it needs 1..={MAX_BUCKETS}",
+                    pool.ports,
+                    pool.buckets.len()
                 )));
             }
+            for (b, n) in pool.buckets.iter().enumerate() {
+                if let Some(n) = n
+                    && !known(n)
+                {
+                    return Err(invalid(format!(
+                        "bucket {b} of ports {:?} names node {n}, which is not in the node \
+                         list; add the node or rebuild the table from the live members",
+                        pool.ports
+                    )));
+                }
+            }
+            if let Some(n) = pool.serving.iter().find(|n| !known(n)) {
+                return Err(invalid(format!(
+                    "ports {:?} list node {n} as serving, which is not in the node list",
+                    pool.ports
+                )));
+            }
+            for p in &pool.ports {
+                if !covered.insert(*p) {
+                    return Err(invalid(format!("port {p} is in two pools")));
+                }
+            }
+        }
+        let redirected: BTreeSet<u16> = d.redirects.iter().map(|r| r.port).collect();
+        if covered != redirected {
+            return Err(invalid(format!(
+                "the pools cover ports {covered:?} but the redirected ports are {redirected:?}; \
+                 give every redirected port exactly one pool"
+            )));
         }
     }
     Ok(())
 }
 
-fn ports(d: &Desired) -> String {
-    let mut p: Vec<u16> = d.redirects.iter().map(|r| r.port).collect();
+fn port_set(ports: &[u16]) -> String {
+    let mut p = ports.to_vec();
     p.sort_unstable();
     p.dedup();
     if p.len() == 1 {
@@ -82,6 +105,11 @@ fn ports(d: &Desired) -> String {
         let list: Vec<String> = p.iter().map(|x| x.to_string()).collect();
         format!("{{ {} }}", list.join(", "))
     }
+}
+
+fn ports(d: &Desired) -> String {
+    let p: Vec<u16> = d.redirects.iter().map(|r| r.port).collect();
+    port_set(&p)
 }
 
 /// The complete `nft -f` script for this node.
@@ -113,7 +141,7 @@ pub fn plan(d: &Desired) -> Result<String, DataplaneError> {
     }
     let _ = writeln!(
         s,
-        "add map {t} sticky {{ type ipv4_addr : mark; size {STICKY_SIZE}; flags dynamic,timeout; }}"
+        "add map {t} sticky {{ type ipv4_addr . inet_service : mark; size {STICKY_SIZE}; flags dynamic,timeout; }}"
     );
     let _ = writeln!(
         s,
@@ -153,19 +181,24 @@ pub fn plan(d: &Desired) -> Result<String, DataplaneError> {
 fn director_rules(s: &mut String, t: &str, d: &Desired, dir: &DirectorState) {
     let vip = d.vip;
     let local = mark_of(dir.self_addr);
-    let live: BTreeSet<u32> = std::iter::once(local)
-        .chain(dir.nodes.iter().map(|n| mark_of(*n)))
-        .collect();
+    let serving = |port: u16| -> BTreeSet<u32> {
+        dir.pools
+            .iter()
+            .find(|p| p.ports.contains(&port))
+            .map(|p| p.serving.iter().map(|n| mark_of(*n)).collect())
+            .unwrap_or_default()
+    };
     if dir.sticky_idle_s > 0 && !dir.sticky_preload.is_empty() {
         let timeout_ms = u64::from(dir.sticky_idle_s) * 1000;
         let elems: Vec<String> = dir
             .sticky_preload
             .iter()
-            .filter(|e| live.contains(&e.mark) && e.expires_ms > 0)
+            .filter(|e| serving(e.port).contains(&e.mark) && e.expires_ms > 0)
             .map(|e| {
                 format!(
-                    "{} timeout {}s expires {}ms : {:#010x}",
+                    "{} . {} timeout {}s expires {}ms : {:#010x}",
                     e.client,
+                    e.port,
                     dir.sticky_idle_s,
                     e.expires_ms.min(timeout_ms),
                     e.mark
@@ -188,36 +221,51 @@ fn director_rules(s: &mut String, t: &str, d: &Desired, dir: &DirectorState) {
         // A miss leaves the mark at 0.
         let _ = writeln!(
             s,
-            "add rule {t} director meta mark set ip saddr map @sticky"
+            "add rule {t} director meta mark set ip saddr . tcp dport map @sticky"
         );
-        // A pin to a node that is gone is void: its clients move at once.
-        let marks: Vec<String> = live.iter().map(|m| format!("{m:#010x}")).collect();
+        // A pin to a node that no longer serves the port (gone, or its listener failed) is
+        // void: those clients move at once; its other ports keep their pins.
+        for pool in &dir.pools {
+            let marks: Vec<String> = pool
+                .serving
+                .iter()
+                .map(|n| format!("{:#010x}", mark_of(*n)))
+                .collect();
+            let ports = port_set(&pool.ports);
+            if marks.is_empty() {
+                let _ = writeln!(s, "add rule {t} director tcp dport {ports} meta mark set 0");
+            } else {
+                let _ = writeln!(
+                    s,
+                    "add rule {t} director tcp dport {ports} meta mark != {{ {} }} meta mark set 0",
+                    marks.join(", ")
+                );
+            }
+        }
+    }
+    for pool in &dir.pools {
+        let entries: Vec<String> = pool
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(b, n)| format!("{b} : {:#010x}", n.map_or(local, mark_of)))
+            .collect();
+        // An anonymous map inside the rule: nft 1.0.6 crashes listing a named map declared
+        // `typeof jhash …`, and the table must stay readable with `nft list ruleset`.
         let _ = writeln!(
             s,
-            "add rule {t} director meta mark != {{ {} }} meta mark set 0",
-            marks.join(", ")
+            "add rule {t} director tcp dport {} meta mark 0 meta mark set jhash ip saddr mod {} seed {:#010x} map {{ {} }}",
+            port_set(&pool.ports),
+            pool.buckets.len(),
+            dir.hash_seed,
+            entries.join(", ")
         );
     }
-    let entries: Vec<String> = dir
-        .buckets
-        .iter()
-        .enumerate()
-        .map(|(b, n)| format!("{b} : {:#010x}", n.map_or(local, mark_of)))
-        .collect();
-    // An anonymous map inside the rule: nft 1.0.6 crashes listing a named map declared
-    // `typeof jhash …`, and the table must stay readable with `nft list ruleset`.
-    let _ = writeln!(
-        s,
-        "add rule {t} director meta mark 0 meta mark set jhash ip saddr mod {} seed {:#010x} map {{ {} }}",
-        dir.buckets.len(),
-        dir.hash_seed,
-        entries.join(", ")
-    );
     if sticky {
         // Refreshes the pin's timeout on every packet; no conntrack involved (BRIEF §6).
         let _ = writeln!(
             s,
-            "add rule {t} director update @sticky {{ ip saddr timeout {}s : meta mark }}",
+            "add rule {t} director update @sticky {{ ip saddr . tcp dport timeout {}s : meta mark }}",
             dir.sticky_idle_s
         );
     } else {
@@ -427,7 +475,7 @@ pub fn host_plan(d: &Desired) -> HostPlan {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{PortRedirect, StickyEntry};
+    use super::super::{PortPool, PortRedirect, StickyEntry};
     use super::*;
 
     const VIP: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 100);
@@ -455,7 +503,11 @@ mod tests {
         Role::Director(DirectorState {
             self_addr: D,
             nodes: vec![N2, N3],
-            buckets: vec![None, Some(N2), Some(N3), Some(D), Some(N2), Some(N3)],
+            pools: vec![PortPool {
+                ports: vec![9090, 80],
+                serving: vec![D, N2, N3],
+                buckets: vec![None, Some(N2), Some(N3), Some(D), Some(N2), Some(N3)],
+            }],
             hash_seed: 0x5eed,
             sticky_idle_s: 300,
             sticky_preload: preload,
@@ -463,7 +515,7 @@ mod tests {
     }
 
     const HEAD: &str = "add table ip proxyha
-add map ip proxyha sticky { type ipv4_addr : mark; size 262144; flags dynamic,timeout; }
+add map ip proxyha sticky { type ipv4_addr . inet_service : mark; size 262144; flags dynamic,timeout; }
 add chain ip proxyha prerouting { type filter hook prerouting priority raw; policy accept; }
 add chain ip proxyha nat_prerouting { type nat hook prerouting priority dstnat; policy accept; }
 add chain ip proxyha director
@@ -474,16 +526,16 @@ flush chain ip proxyha director
 
     const MARKING: &str = "add rule ip proxyha prerouting ip daddr 10.88.0.100 tcp dport { 80, 9090 } jump director
 add rule ip proxyha director meta mark set 0
-add rule ip proxyha director meta mark set ip saddr map @sticky
-add rule ip proxyha director meta mark != { 0x0a580001, 0x0a580002, 0x0a580003 } meta mark set 0
-add rule ip proxyha director meta mark 0 meta mark set jhash ip saddr mod 6 seed 0x00005eed map { 0 : 0x0a580001, 1 : 0x0a580002, 2 : 0x0a580003, 3 : 0x0a580001, 4 : 0x0a580002, 5 : 0x0a580003 }
-add rule ip proxyha director update @sticky { ip saddr timeout 300s : meta mark }
+add rule ip proxyha director meta mark set ip saddr . tcp dport map @sticky
+add rule ip proxyha director tcp dport { 80, 9090 } meta mark != { 0x0a580001, 0x0a580002, 0x0a580003 } meta mark set 0
+add rule ip proxyha director tcp dport { 80, 9090 } meta mark 0 meta mark set jhash ip saddr mod 6 seed 0x00005eed map { 0 : 0x0a580001, 1 : 0x0a580002, 2 : 0x0a580003, 3 : 0x0a580001, 4 : 0x0a580002, 5 : 0x0a580003 }
+add rule ip proxyha director update @sticky { ip saddr . tcp dport timeout 300s : meta mark }
 ";
 
     pub(crate) fn golden_director_direct() -> String {
         format!(
             "# proxyha data path: role director, mode direct (generated)\n{HEAD}\
-add element ip proxyha sticky {{ 10.88.1.5 timeout 300s expires 120000ms : 0x0a580002 }}\n{MARKING}\
+add element ip proxyha sticky {{ 10.88.1.5 . 9090 timeout 300s expires 120000ms : 0x0a580002 }}\n{MARKING}\
 add rule ip proxyha director meta mark != 0x0a580001 notrack
 add rule ip proxyha nat_prerouting ip daddr 10.88.0.100 tcp dport 80 meta mark 0x0a580001 redirect to :3128
 "
@@ -494,12 +546,14 @@ add rule ip proxyha nat_prerouting ip daddr 10.88.0.100 tcp dport 80 meta mark 0
         vec![
             StickyEntry {
                 client: Ipv4Addr::new(10, 88, 1, 5),
+                port: 9090,
                 mark: mark_of(N2),
                 expires_ms: 120_000,
             },
             // A pin to a node that is gone is not loaded.
             StickyEntry {
                 client: Ipv4Addr::new(10, 88, 1, 6),
+                port: 9090,
                 mark: mark_of(Ipv4Addr::new(10, 88, 0, 9)),
                 expires_ms: 120_000,
             },
@@ -546,6 +600,57 @@ add rule ip proxyha nat_prerouting ip daddr 10.88.0.100 tcp dport 80 redirect to
     }
 
     #[test]
+    fn a_port_down_on_one_node_gets_its_own_pool() {
+        // N3's listener for 80 failed: 80 keeps D and N2, 9090 keeps all three.
+        let role = Role::Director(DirectorState {
+            self_addr: D,
+            nodes: vec![N2, N3],
+            pools: vec![
+                PortPool {
+                    ports: vec![9090],
+                    serving: vec![D, N2, N3],
+                    buckets: vec![None, Some(N2), Some(N3)],
+                },
+                PortPool {
+                    ports: vec![80],
+                    serving: vec![D, N2],
+                    buckets: vec![None, Some(N2), Some(N2)],
+                },
+            ],
+            hash_seed: 1,
+            sticky_idle_s: 300,
+            sticky_preload: vec![
+                StickyEntry {
+                    client: Ipv4Addr::new(10, 88, 1, 5),
+                    port: 80,
+                    mark: mark_of(N3),
+                    expires_ms: 1000,
+                },
+                StickyEntry {
+                    client: Ipv4Addr::new(10, 88, 1, 5),
+                    port: 9090,
+                    mark: mark_of(N3),
+                    expires_ms: 1000,
+                },
+            ],
+        });
+        let got = plan(&desired(Mode::Direct, role)).unwrap();
+        for want in [
+            "add element ip proxyha sticky { 10.88.1.5 . 9090 timeout 300s expires 1000ms : 0x0a580003 }",
+            "director tcp dport 9090 meta mark != { 0x0a580001, 0x0a580002, 0x0a580003 } meta mark set 0",
+            "director tcp dport 80 meta mark != { 0x0a580001, 0x0a580002 } meta mark set 0",
+            "director tcp dport 9090 meta mark 0 meta mark set jhash ip saddr mod 3 seed 0x00000001 map { 0 : 0x0a580001, 1 : 0x0a580002, 2 : 0x0a580003 }",
+            "director tcp dport 80 meta mark 0 meta mark set jhash ip saddr mod 3 seed 0x00000001 map { 0 : 0x0a580001, 1 : 0x0a580002, 2 : 0x0a580002 }",
+        ] {
+            assert!(got.contains(want), "missing `{want}` in\n{got}");
+        }
+        assert!(
+            !got.contains(". 80 timeout"),
+            "the pin of the failed port is void"
+        );
+    }
+
+    #[test]
     fn golden_idle_plan_deletes_the_table() {
         let got = plan(&desired(Mode::Direct, Role::Idle)).unwrap();
         assert_eq!(
@@ -570,15 +675,32 @@ add rule ip proxyha nat_prerouting ip daddr 10.88.0.100 tcp dport 80 redirect to
     fn invalid_input_names_the_object_and_the_fix() {
         let mut d = desired(Mode::Direct, director(vec![]));
         if let Role::Director(dir) = &mut d.role {
-            dir.buckets[2] = Some(Ipv4Addr::new(10, 88, 0, 9));
+            dir.pools[0].buckets[2] = Some(Ipv4Addr::new(10, 88, 0, 9));
         }
         let e = plan(&d).unwrap_err().to_string();
-        assert!(e.contains("bucket 2 names node 10.88.0.9"), "{e}");
+        assert!(
+            e.contains("bucket 2 of ports [9090, 80] names node 10.88.0.9"),
+            "{e}"
+        );
         let mut d = desired(Mode::Direct, director(vec![]));
         if let Role::Director(dir) = &mut d.role {
-            dir.buckets.clear();
+            dir.pools[0].buckets.clear();
         }
         assert!(plan(&d).unwrap_err().to_string().contains("0 buckets"));
+        let mut d = desired(Mode::Direct, director(vec![]));
+        if let Role::Director(dir) = &mut d.role {
+            dir.pools[0].ports = vec![9090];
+        }
+        let e = plan(&d).unwrap_err().to_string();
+        assert!(
+            e.contains("give every redirected port exactly one pool"),
+            "{e}"
+        );
+        let mut d = desired(Mode::Direct, director(vec![]));
+        if let Role::Director(dir) = &mut d.role {
+            dir.pools[0].serving.push(Ipv4Addr::new(10, 88, 0, 9));
+        }
+        assert!(plan(&d).unwrap_err().to_string().contains("serving"));
         let mut d = desired(Mode::Direct, Role::Idle);
         d.interface = "eth0; flush ruleset".into();
         assert!(
@@ -725,7 +847,7 @@ mod nft_check {
 
 #[cfg(test)]
 pub(crate) mod tests_support {
-    use super::super::{DirectorState, PortRedirect, StickyEntry};
+    use super::super::{DirectorState, PortPool, PortRedirect, StickyEntry};
     use super::*;
 
     /// Every role × mode, with a preload, port translation and a full-size table.
@@ -741,11 +863,23 @@ pub(crate) mod tests_support {
         let director = Role::Director(DirectorState {
             self_addr: d,
             nodes: nodes.clone(),
-            buckets,
+            pools: vec![
+                PortPool {
+                    ports: vec![9090],
+                    serving: vec![d, nodes[0], nodes[1]],
+                    buckets,
+                },
+                PortPool {
+                    ports: vec![80],
+                    serving: vec![],
+                    buckets: vec![None],
+                },
+            ],
             hash_seed: 0xdead_beef,
             sticky_idle_s: 300,
             sticky_preload: vec![StickyEntry {
                 client: Ipv4Addr::new(10, 88, 1, 5),
+                port: 9090,
                 mark: mark_of(nodes[0]),
                 expires_ms: 1234,
             }],

@@ -1,5 +1,5 @@
 //! Reading the kernel's `sticky` map back (`nft -j list map ip proxyha sticky`): the live
-//! client → node pins a standby director replicates.
+//! (client, port) → node pins a standby director replicates.
 
 use std::net::Ipv4Addr;
 
@@ -9,6 +9,9 @@ use serde_json::Value;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StickyEntry {
     pub client: Ipv4Addr,
+    /// The redirected (VIP-side) port: pins are per client and port, so a port that fails
+    /// on one node moves only that port's clients.
+    pub port: u16,
     pub mark: u32,
     /// Time left before the pin expires if the client stays silent. Relative, because
     /// directors' clocks differ.
@@ -53,18 +56,17 @@ pub fn parse_sticky_dump(json: &str) -> Result<Vec<StickyEntry>, String> {
 fn parse_elem(e: &Value) -> Option<StickyEntry> {
     let pair = e.as_array()?;
     let (key, data) = (pair.first()?, pair.get(1)?);
-    let (addr, expires) = match key {
-        Value::String(s) => (s.as_str(), None),
-        Value::Object(o) => {
-            let inner = o.get("elem")?;
-            (
-                inner.get("val")?.as_str()?,
-                inner.get("expires").and_then(Value::as_f64),
-            )
-        }
-        _ => return None,
+    // `{"elem": {"val": KEY, "expires": S}}`, or KEY alone; KEY = `{"concat": [ADDR, PORT]}`.
+    let (val, expires) = match key.get("elem") {
+        Some(inner) => (
+            inner.get("val")?,
+            inner.get("expires").and_then(Value::as_f64),
+        ),
+        None => (key, None),
     };
-    let client: Ipv4Addr = addr.parse().ok()?;
+    let parts = val.get("concat")?.as_array()?;
+    let client: Ipv4Addr = parts.first()?.as_str()?.parse().ok()?;
+    let port = u16::try_from(parts.get(1)?.as_u64()?).ok()?;
     let mark = match data {
         Value::Number(n) => u32::try_from(n.as_u64()?).ok()?,
         Value::String(s) => {
@@ -78,6 +80,7 @@ fn parse_elem(e: &Value) -> Option<StickyEntry> {
         .map_or(0, |s| (s * 1000.0).round() as u64);
     Some(StickyEntry {
         client,
+        port,
         mark,
         expires_ms,
     })
@@ -88,7 +91,7 @@ mod tests {
     use super::*;
 
     // `nft -j list map ip proxyha sticky` from nft 1.0.6 on this machine.
-    const DUMP: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"map": {"family": "ip", "name": "sticky", "table": "proxyha", "type": "ipv4_addr", "handle": 1, "map": "mark", "size": 262144, "flags": ["timeout"], "elem": [[{"elem": {"val": "10.88.1.5", "timeout": 300, "expires": 119}}, 173539330], [{"elem": {"val": "10.88.1.6", "timeout": 300, "expires": 0.25}}, "0x0a580003"], ["10.88.1.7", 173539329], [{"elem": {"val": "::1", "expires": 3}}, 1], [{"elem": {"val": "10.88.1.8", "expires": 3}}, -4]]}}]}"#;
+    const DUMP: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"map": {"family": "ip", "name": "sticky", "table": "proxyha", "type": ["ipv4_addr", "inet_service"], "handle": 1, "map": "mark", "size": 262144, "flags": ["timeout"], "elem": [[{"elem": {"val": {"concat": ["10.88.1.5", 9090]}, "timeout": 300, "expires": 119}}, 173539330], [{"elem": {"val": {"concat": ["10.88.1.6", 2121]}, "timeout": 300, "expires": 0.25}}, "0x0a580003"], [{"concat": ["10.88.1.7", 9090]}, 173539329], [{"elem": {"val": {"concat": ["::1", 9090]}, "expires": 3}}, 1], [{"elem": {"val": {"concat": ["10.88.1.8", 70000]}, "expires": 3}}, 1], [{"elem": {"val": "10.88.1.9", "expires": 3}}, 1], [{"elem": {"val": {"concat": ["10.88.1.8", 9090]}, "expires": 3}}, -4]]}}]}"#;
 
     #[test]
     fn parses_elements_with_expiry() {
@@ -98,16 +101,19 @@ mod tests {
             vec![
                 StickyEntry {
                     client: Ipv4Addr::new(10, 88, 1, 5),
+                    port: 9090,
                     mark: 0x0a58_0002,
                     expires_ms: 119_000
                 },
                 StickyEntry {
                     client: Ipv4Addr::new(10, 88, 1, 6),
+                    port: 2121,
                     mark: 0x0a58_0003,
                     expires_ms: 250
                 },
                 StickyEntry {
                     client: Ipv4Addr::new(10, 88, 1, 7),
+                    port: 9090,
                     mark: 0x0a58_0001,
                     expires_ms: 0
                 },

@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 
 use super::NodeId;
 use super::scheduler::{BucketTable, DEFAULT_BUCKETS, FeedbackParams, NodeLoad, Weights, quotas};
-use crate::config::{Mode, PortRedirect};
-use crate::dataplane::{Desired, DirectorState, Role, StickyEntry, mark_of};
-use crate::status::{LoadStatus, NodeStatus, PortStatus};
+use crate::config::{Drain, Mode, PortRedirect};
+use crate::dataplane::{Desired, DirectorState, PortPool, Role, StickyEntry, mark_of};
+use crate::status::{ClientPort, ClientStatus, LoadStatus, Mismatch, NodeStatus, PortStatus};
 use crate::wire::membership::{
     self, Announcement, Assignment, Error as WireError, Member, MemberState, Message, PortConns,
     PortHealth, Report,
@@ -37,9 +37,11 @@ use crate::wire::membership::{
 
 /// Silent report periods after which a member has failed (BRIEF §1, issue 3).
 pub const FAIL_PERIODS: u32 = 3;
-/// Announcement pages sent per period: 16 × 4096 = 65,536 pins replicated every second;
+/// Announcement pages sent per period: 20 × 3072 = 61,440 pins replicated every second;
 /// larger sets take turns.
-pub const PAGES_PER_PERIOD: usize = 16;
+pub const PAGES_PER_PERIOD: usize = 20;
+/// How long a failed member stays in status (as "not reporting") after it was dropped.
+pub const FAILED_SHOWN: Duration = Duration::from_secs(300);
 
 /// The kernel hash seed of the bucket table. Fixed, so every director candidate hashes a
 /// client to the same bucket (pins and tables stay comparable across directors).
@@ -64,8 +66,14 @@ pub struct ClusterConfig {
     pub priority: u8,
     pub report_interval: Duration,
     pub buckets: usize,
-    /// SHA-256 of the group-relevant config, sent in reports.
+    /// The group-relevant config in words (VIP, VRID, lb_id, port redirects, mode), sent in
+    /// reports; its SHA-256 is [`ClusterConfig::config_digest`].
+    pub group_config: String,
+    /// SHA-256 of `group_config`, sent in reports; a peer whose digest differs is a config
+    /// mismatch (issue 4 §6).
     pub config_digest: [u8; 32],
+    /// What a failed listener takes out of the pool: its port (default) or the whole node.
+    pub drain: Drain,
 }
 
 impl ClusterConfig {
@@ -90,7 +98,9 @@ impl ClusterConfig {
             priority: 100,
             report_interval: Duration::from_secs(1),
             buckets: DEFAULT_BUCKETS,
+            group_config: String::new(),
             config_digest: [0; 32],
+            drain: Drain::Port,
         }
     }
 }
@@ -103,8 +113,10 @@ pub struct LocalLoad {
     pub cpu_count: usize,
     /// Established connections per redirected port.
     pub conns: BTreeMap<u16, u32>,
-    /// Listening on the wildcard address, per redirected port.
+    /// Listening on the wildcard address, per listener (`to`) port.
     pub listening: BTreeMap<u16, bool>,
+    /// Why a listener port is not fine ("bound to 10.0.0.5 only"); absent when fine.
+    pub reasons: BTreeMap<u16, String>,
 }
 
 /// A message to send.
@@ -122,10 +134,25 @@ pub enum Event {
     Failed(Ipv4Addr),
     /// Another node announced itself as director.
     DirectorSeen(Ipv4Addr),
-    /// The table changed: buckets moved.
+    /// The table of some redirected ports changed: buckets moved.
     TableRebuilt {
+        ports: Vec<u16>,
         version: u64,
         moved: usize,
+    },
+    /// The port monitor found a listener port not fine (BRIEF §5 wording).
+    PortFailure {
+        port: u16,
+        reason: String,
+    },
+    /// Every listener port is fine again.
+    PortsOk,
+    /// A member's group config differs from ours (logged once per peer and value).
+    ConfigMismatch {
+        peer: Ipv4Addr,
+        name: String,
+        ours: String,
+        theirs: String,
     },
 }
 
@@ -135,9 +162,30 @@ impl std::fmt::Display for Event {
             Event::Joined(ip) => write!(f, "Scanning partner joined {ip}"),
             Event::Failed(ip) => write!(f, "Scanning partner has failed {ip}"),
             Event::DirectorSeen(ip) => write!(f, "director is {ip}"),
-            Event::TableRebuilt { version, moved } => {
-                write!(f, "bucket table version {version}: {moved} buckets moved")
+            Event::TableRebuilt {
+                ports,
+                version,
+                moved,
+            } => {
+                write!(
+                    f,
+                    "bucket table of port(s) {ports:?} version {version}: {moved} buckets moved"
+                )
             }
+            Event::PortFailure { port, reason } => {
+                write!(f, "current state: failure (port {port}: {reason})")
+            }
+            Event::PortsOk => write!(f, "current state: ok"),
+            Event::ConfigMismatch {
+                peer,
+                name,
+                ours,
+                theirs,
+            } => write!(
+                f,
+                "config mismatch with {name} ({peer}): theirs `{theirs}`, ours `{ours}`; it \
+                 gets no new clients until the group settings agree"
+            ),
         }
     }
 }
@@ -159,9 +207,19 @@ pub struct Cluster {
     epoch: u64,
     members: BTreeMap<Ipv4Addr, MemberEntry>,
     weights: Weights,
-    table: BucketTable,
-    /// The eligible set the table was last built for.
-    table_nodes: BTreeSet<Ipv4Addr>,
+    /// One table per redirected (VIP-side) port; identical while every node serves every
+    /// port, apart when a listener fails on some node.
+    tables: BTreeMap<u16, BucketTable>,
+    /// The eligible set each port's table was last built for.
+    table_nodes: BTreeMap<u16, BTreeSet<Ipv4Addr>>,
+    /// This node takes no new clients (`proxyha drain`).
+    draining: bool,
+    /// Port monitor: the listener ports last reported not fine, with the reason.
+    port_failures: BTreeMap<u16, String>,
+    /// Director: members dropped for silence, shown in status for [`FAILED_SHOWN`].
+    failed: BTreeMap<Ipv4Addr, (String, Instant)>,
+    /// Director: the group config last logged as mismatching, per peer.
+    mismatch_logged: BTreeMap<Ipv4Addr, String>,
     next_tick: Option<Instant>,
     local: LocalLoad,
     last_desired: Option<Desired>,
@@ -188,11 +246,10 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn new(cfg: ClusterConfig) -> Cluster {
-        let size = cfg.buckets;
-        let table = BucketTable::new(size).unwrap_or_else(|_| {
-            BucketTable::new(DEFAULT_BUCKETS).unwrap_or_else(|_| unreachable!("default size"))
-        });
+    pub fn new(mut cfg: ClusterConfig) -> Cluster {
+        if BucketTable::new(cfg.buckets).is_err() {
+            cfg.buckets = DEFAULT_BUCKETS;
+        }
         Cluster {
             cfg,
             director_role: false,
@@ -201,8 +258,12 @@ impl Cluster {
             epoch: 0,
             members: BTreeMap::new(),
             weights: Weights::new(FeedbackParams::default()),
-            table,
-            table_nodes: BTreeSet::new(),
+            tables: BTreeMap::new(),
+            table_nodes: BTreeMap::new(),
+            draining: false,
+            port_failures: BTreeMap::new(),
+            failed: BTreeMap::new(),
+            mismatch_logged: BTreeMap::new(),
             next_tick: None,
             local: LocalLoad::default(),
             last_desired: None,
@@ -218,6 +279,7 @@ impl Cluster {
                 "discard_bad_message",
                 "discard_auth",
                 "discard_not_director",
+                "config_mismatch",
             ]
             .into_iter()
             .map(|k| (k, 0))
@@ -248,8 +310,27 @@ impl Cluster {
         self.director
     }
 
-    pub fn table(&self) -> &BucketTable {
-        &self.table
+    /// The bucket table of redirected port `port` (empty before the first rebuild).
+    pub fn table(&self, port: u16) -> BucketTable {
+        self.tables
+            .get(&port)
+            .cloned()
+            .unwrap_or_else(|| self.empty_table())
+    }
+
+    fn empty_table(&self) -> BucketTable {
+        BucketTable::new(self.cfg.buckets)
+            .unwrap_or_else(|_| unreachable!("size checked in Cluster::new"))
+    }
+
+    /// Maintenance (`proxyha drain`): a draining node's report asks for no new clients;
+    /// its pinned clients finish.
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining
     }
 
     /// Starts the core: the first period is due at once, and the scanning data path is
@@ -286,8 +367,10 @@ impl Cluster {
                 );
             }
             self.table_nodes.clear();
-            // A new director starts from a fresh table (see ARCHITECTURE.md, Scheduler).
-            self.table = BucketTable::new(self.table.size()).unwrap_or_else(|_| self.table.clone());
+            // A new director starts from fresh tables (see ARCHITECTURE.md, Scheduler).
+            self.tables.clear();
+            self.failed.clear();
+            self.mismatch_logged.clear();
             self.self_report(now);
             self.rebuild(now);
             self.announce();
@@ -306,7 +389,32 @@ impl Cluster {
     }
 
     /// This node's load for the current period; sent with the next report.
+    /// Also the port monitor: a listener port that turns not fine is logged as
+    /// `current state: failure (port N: reason)`, all fine again as `current state: ok`.
     pub fn handle_local_load(&mut self, load: LocalLoad) {
+        let mut failures = BTreeMap::new();
+        for r in &self.cfg.redirects {
+            if !load.listening.get(&r.to).copied().unwrap_or(false) {
+                let reason = load
+                    .reasons
+                    .get(&r.to)
+                    .cloned()
+                    .unwrap_or_else(|| "not listening on the wildcard address".into());
+                failures.insert(r.to, reason);
+            }
+        }
+        for (port, reason) in &failures {
+            if self.port_failures.get(port) != Some(reason) {
+                self.events.push_back(Event::PortFailure {
+                    port: *port,
+                    reason: reason.clone(),
+                });
+            }
+        }
+        if failures.is_empty() && !self.port_failures.is_empty() {
+            self.events.push_back(Event::PortsOk);
+        }
+        self.port_failures = failures;
         self.local = load;
     }
 
@@ -321,12 +429,13 @@ impl Cluster {
             let idle = timeout_ms.saturating_sub(e.expires_ms);
             self.pins.push(Assignment {
                 client: e.client,
+                port: e.port,
                 node: e.node(),
                 idle_ms: u32::try_from(idle).unwrap_or(u32::MAX),
             });
         }
         // In client order, so a client stays on its page while others come and go.
-        self.pins.sort_unstable_by_key(|a| a.client);
+        self.pins.sort_unstable_by_key(|a| (a.client, a.port));
     }
 
     /// The data path applied a desired state: replicated pins, once loaded, must not be
@@ -360,6 +469,7 @@ impl Cluster {
                 connections: Vec::new(),
                 ports: Vec::new(),
                 config_digest: [0; 32],
+                group_config: String::new(),
                 software_version: String::new(),
                 draining: m.state == MemberState::Draining,
             };
@@ -378,7 +488,7 @@ impl Cluster {
     /// them) keeps its freshest pin.
     fn replica_preload(&self, now: Instant, previous: Option<Ipv4Addr>) -> Vec<StickyEntry> {
         let timeout_ms = u64::from(self.cfg.sticky_idle_s) * 1000;
-        let mut best: BTreeMap<Ipv4Addr, StickyEntry> = BTreeMap::new();
+        let mut best: BTreeMap<(Ipv4Addr, u16), StickyEntry> = BTreeMap::new();
         for (at, page) in self.replica.values() {
             let age_ms =
                 u64::try_from(now.saturating_duration_since(*at).as_millis()).unwrap_or(u64::MAX);
@@ -398,10 +508,11 @@ impl Cluster {
                 }
                 let e = StickyEntry {
                     client: a.client,
+                    port: a.port,
                     mark: mark_of(a.node),
                     expires_ms: left,
                 };
-                best.entry(a.client)
+                best.entry((a.client, a.port))
                     .and_modify(|old| {
                         if left > old.expires_ms {
                             *old = e;
@@ -450,7 +561,11 @@ impl Cluster {
             self.count("discard_bad_message");
             return;
         }
-        let joined = !self.members.contains_key(&src);
+        let before = self.members.get(&src).map(|m| self.pool_signature(&m.report));
+        let joined = before.is_none();
+        self.check_group(src, &report);
+        self.failed.remove(&src);
+        let after = self.pool_signature(&report);
         self.members.insert(
             src,
             MemberEntry {
@@ -460,9 +575,48 @@ impl Cluster {
         );
         if joined {
             self.events.push_back(Event::Joined(src));
-            // A new node gets clients at once rather than at the next period.
+        }
+        // A new node gets clients, and a failed listener or a drain loses them, at once
+        // rather than at the next period.
+        if before.as_ref() != Some(&after) {
             self.rebuild(now);
         }
+    }
+
+    /// What decides a member's place in the pools: per redirected port, whether it serves
+    /// pinned clients and whether it takes new ones.
+    fn pool_signature(&self, report: &Report) -> Vec<(bool, bool)> {
+        self.cfg
+            .redirects
+            .iter()
+            .map(|r| (Self::serves(report, r), self.takes_new(report, r)))
+            .collect()
+    }
+
+    /// Logs a member whose group config differs from ours, once per peer and value.
+    fn check_group(&mut self, src: Ipv4Addr, report: &Report) {
+        if self.config_matches(report) {
+            self.mismatch_logged.remove(&src);
+            return;
+        }
+        if self.mismatch_logged.get(&src) == Some(&report.group_config) {
+            return;
+        }
+        self.mismatch_logged
+            .insert(src, report.group_config.clone());
+        self.count("config_mismatch");
+        self.events.push_back(Event::ConfigMismatch {
+            peer: src,
+            name: report.name.clone(),
+            ours: self.cfg.group_config.clone(),
+            theirs: report.group_config.clone(),
+        });
+    }
+
+    /// A provisional member (seeded from an announcement) has no digest yet: unknown is
+    /// not a mismatch.
+    fn config_matches(&self, report: &Report) -> bool {
+        report.config_digest == [0; 32] || report.config_digest == self.cfg.config_digest
     }
 
     /// An announcement from `src`: that node directs.
@@ -508,9 +662,13 @@ impl Cluster {
                 .map(|(a, _)| *a)
                 .collect();
             for a in &failed {
-                self.members.remove(a);
+                if let Some(m) = self.members.remove(a) {
+                    self.failed.insert(*a, (m.report.name, now));
+                }
                 self.events.push_back(Event::Failed(*a));
             }
+            self.failed
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < FAILED_SHOWN);
             if !failed.is_empty() {
                 self.rebuild(now);
             }
@@ -602,14 +760,19 @@ impl Cluster {
                         reason: if listening {
                             String::new()
                         } else {
-                            "not listening on the wildcard address".into()
+                            self.local
+                                .reasons
+                                .get(p)
+                                .cloned()
+                                .unwrap_or_else(|| "not listening on the wildcard address".into())
                         },
                     }
                 })
                 .collect(),
             config_digest: self.cfg.config_digest,
+            group_config: self.cfg.group_config.clone(),
             software_version: env!("CARGO_PKG_VERSION").to_string(),
-            draining: false,
+            draining: self.draining,
         }
     }
 
@@ -643,8 +806,33 @@ impl Cluster {
         }
     }
 
-    fn eligible(report: &Report) -> bool {
-        !report.draining && report.ports.iter().all(|p| p.listening)
+    /// The listener port `to` is not known to be down on this member (a provisional
+    /// member seeded from an announcement has no port list yet).
+    fn port_up(report: &Report, to: u16) -> bool {
+        !report.ports.iter().any(|p| p.port == to && !p.listening)
+    }
+
+    /// Pins of redirected port `r` may keep pointing at this member.
+    fn serves(report: &Report, r: &PortRedirect) -> bool {
+        Self::port_up(report, r.to)
+    }
+
+    /// The member takes new clients on redirected port `r`.
+    fn takes_new(&self, report: &Report, r: &PortRedirect) -> bool {
+        let ports_ok = match self.cfg.drain {
+            Drain::Port => Self::port_up(report, r.to),
+            Drain::Node => self
+                .cfg
+                .redirects
+                .iter()
+                .all(|x| Self::port_up(report, x.to)),
+        };
+        ports_ok && !report.draining && self.config_matches(report)
+    }
+
+    /// Active in announcements: takes new clients on some port.
+    fn active(&self, report: &Report) -> bool {
+        self.cfg.redirects.iter().any(|r| self.takes_new(report, r))
     }
 
     fn announce(&mut self) {
@@ -655,7 +843,7 @@ impl Cluster {
                 address: *a,
                 name: m.report.name.clone(),
                 weight: self.weights.weight(*a).unwrap_or(0.0),
-                state: if Self::eligible(&m.report) {
+                state: if self.active(&m.report) {
                     MemberState::Active
                 } else {
                     MemberState::Draining
@@ -687,7 +875,7 @@ impl Cluster {
                 director: self.cfg.self_addr,
                 epoch: self.epoch,
                 members: members.clone(),
-                table_version: self.table.version(),
+                table_version: self.tables.values().map(BucketTable::version).sum(),
                 page: page as u16,
                 pages: pages as u16,
                 assignments: chunks[page].to_vec(),
@@ -734,31 +922,49 @@ impl Cluster {
             })
             .collect();
         self.weights.update(&loads);
-        let eligible: BTreeSet<Ipv4Addr> = self
-            .members
-            .iter()
-            .filter(|(_, m)| Self::eligible(&m.report))
-            .map(|(a, _)| *a)
-            .collect();
-        let weights = self.weights.weights_where(|n| eligible.contains(&n));
-        let set_changed = eligible != self.table_nodes || self.table.table().is_empty();
-        let drift = {
-            let want = quotas(self.table.size(), &weights);
-            let have = self.table.counts();
-            want.iter()
-                .map(|(n, q)| q.abs_diff(have.get(n).copied().unwrap_or(0)))
-                .max()
-                .unwrap_or(0)
-        };
-        if set_changed || drift * 100 > self.table.size() {
-            let moved = self.table.rebuild(&weights);
-            self.table_nodes = eligible;
-            if moved > 0 {
-                self.events.push_back(Event::TableRebuilt {
-                    version: self.table.version(),
-                    moved,
-                });
+        let mut rebuilt: Vec<(u16, u64, usize)> = Vec::new();
+        for r in self.cfg.redirects.clone() {
+            let eligible: BTreeSet<Ipv4Addr> = self
+                .members
+                .iter()
+                .filter(|(_, m)| self.takes_new(&m.report, &r))
+                .map(|(a, _)| *a)
+                .collect();
+            let weights = self.weights.weights_where(|n| eligible.contains(&n));
+            let empty = self.empty_table();
+            let table = self.tables.entry(r.port).or_insert(empty);
+            let set_changed =
+                self.table_nodes.get(&r.port) != Some(&eligible) || table.table().is_empty();
+            let drift = {
+                let want = quotas(table.size(), &weights);
+                let have = table.counts();
+                want.iter()
+                    .map(|(n, q)| q.abs_diff(have.get(n).copied().unwrap_or(0)))
+                    .max()
+                    .unwrap_or(0)
+            };
+            if set_changed || drift * 100 > table.size() {
+                let moved = table.rebuild(&weights);
+                let version = table.version();
+                self.table_nodes.insert(r.port, eligible);
+                if moved > 0 {
+                    rebuilt.push((r.port, version, moved));
+                }
             }
+        }
+        // One line for the ports whose tables moved alike (the usual case: all of them).
+        while let Some(&(_, version, moved)) = rebuilt.first() {
+            let ports: Vec<u16> = rebuilt
+                .iter()
+                .filter(|(_, v, m)| (*v, *m) == (version, moved))
+                .map(|(p, _, _)| *p)
+                .collect();
+            rebuilt.retain(|(_, v, m)| (*v, *m) != (version, moved));
+            self.events.push_back(Event::TableRebuilt {
+                ports,
+                version,
+                moved,
+            });
         }
         self.update_desired();
     }
@@ -766,20 +972,45 @@ impl Cluster {
     fn desired(&self) -> Desired {
         let role = if self.director_role {
             let me = self.cfg.self_addr;
-            let buckets: Vec<Option<Ipv4Addr>> = if self.table.table().is_empty() {
-                // Nobody eligible: serve everything locally rather than drop it.
-                vec![None]
-            } else {
-                self.table
-                    .table()
+            let mut pools: Vec<PortPool> = Vec::new();
+            for r in &self.cfg.redirects {
+                let table = self.tables.get(&r.port);
+                let buckets: Vec<Option<Ipv4Addr>> = match table {
+                    Some(t) if !t.table().is_empty() => t
+                        .table()
+                        .iter()
+                        .map(|n| if *n == me { None } else { Some(*n) })
+                        .collect(),
+                    // Nobody takes new clients here: serve locally rather than drop them.
+                    _ => vec![None],
+                };
+                let serving: Vec<Ipv4Addr> = self
+                    .members
                     .iter()
-                    .map(|n| if *n == me { None } else { Some(*n) })
-                    .collect()
-            };
+                    .filter(|(_, m)| Self::serves(&m.report, r))
+                    .map(|(a, _)| *a)
+                    .collect();
+                // Ports with the same table and serving set share one pool (one nft rule).
+                match pools
+                    .iter_mut()
+                    .find(|p| p.buckets == buckets && p.serving == serving)
+                {
+                    Some(p) => {
+                        if !p.ports.contains(&r.port) {
+                            p.ports.push(r.port);
+                        }
+                    }
+                    None => pools.push(PortPool {
+                        ports: vec![r.port],
+                        serving,
+                        buckets,
+                    }),
+                }
+            }
             Role::Director(DirectorState {
                 self_addr: me,
                 nodes: self.members.keys().copied().filter(|a| *a != me).collect(),
-                buckets,
+                pools,
                 hash_seed: HASH_SEED,
                 sticky_idle_s: self.cfg.sticky_idle_s,
                 sticky_preload: self.preload.clone(),
@@ -807,94 +1038,372 @@ impl Cluster {
         }
     }
 
-    /// Status rows: on the director every member, on a scanning node the director (as far
-    /// as announcements tell) and itself.
-    pub fn nodes(&self) -> Vec<NodeStatus> {
-        let size = self.table.table().len().max(1) as f64;
-        let counts = self.table.counts();
-        let row =
-            |addr: Ipv4Addr, r: &Report, role: &str, weight: f64, pinned: Option<u64>| NodeStatus {
-                name: r.name.clone(),
-                address: addr,
-                role: role.to_string(),
-                healthy: Self::eligible(r),
-                ports: r
-                    .ports
-                    .iter()
-                    .map(|p| PortStatus {
-                        port: p.port,
-                        listening: p.listening,
-                    })
-                    .collect(),
-                load: LoadStatus {
-                    cpu: f64::from(r.cpu_load),
-                    conns: r.connections.iter().map(|c| u64::from(c.established)).sum(),
-                    capacity: r.capacity,
-                },
-                weight,
-                share: counts.get(&addr).copied().unwrap_or(0) as f64 / size,
-                pinned,
-            };
+    /// Status rows: on the director every member (and members failed within
+    /// [`FAILED_SHOWN`]), on a scanning node the director (as far as announcements tell)
+    /// and itself. Every row says why its share is what it is.
+    pub fn nodes(&self, now: Instant) -> Vec<NodeStatus> {
         if self.director_role {
-            self.members
+            let mut out: Vec<NodeStatus> = self
+                .members
                 .iter()
-                .map(|(a, m)| {
-                    let role = if *a == self.cfg.self_addr {
-                        "director"
-                    } else {
-                        "scanning"
-                    };
-                    let w = if self.table_nodes.contains(a) {
-                        self.weights.weight(*a).unwrap_or(0.0)
-                    } else {
-                        0.0
-                    };
-                    row(
-                        *a,
-                        &m.report,
-                        role,
-                        w,
-                        Some(self.pinned.get(a).copied().unwrap_or(0)),
-                    )
-                })
-                .collect()
-        } else {
-            let mut out = Vec::new();
-            let announced = |a: Ipv4Addr| self.announced.iter().find(|m| m.address == a);
-            let total: f64 = self
-                .announced
-                .iter()
-                .filter(|m| m.state == MemberState::Active)
-                .map(|m| m.weight)
-                .sum();
-            let share = |a: Ipv4Addr| match announced(a) {
-                Some(m) if m.state == MemberState::Active && total > 0.0 => m.weight / total,
-                _ => 0.0,
-            };
-            // What we know of the director comes from its announcements: name and weight.
-            if let Some(d) = self.director {
+                .map(|(a, m)| self.member_row(*a, &m.report))
+                .collect();
+            for (a, (name, at)) in &self.failed {
+                let ago = now.saturating_duration_since(*at).as_secs_f64()
+                    + (self.cfg.report_interval * FAIL_PERIODS).as_secs_f64();
                 out.push(NodeStatus {
-                    name: announced(d).map(|m| m.name.clone()).unwrap_or_default(),
-                    address: d,
-                    role: "director".into(),
-                    healthy: announced(d).is_none_or(|m| m.state == MemberState::Active),
+                    name: name.clone(),
+                    address: *a,
+                    role: "failed".into(),
+                    healthy: false,
                     ports: Vec::new(),
                     load: LoadStatus {
                         cpu: 0.0,
                         conns: 0,
                         capacity: 0.0,
                     },
-                    weight: announced(d).map_or(0.0, |m| m.weight),
-                    share: share(d),
-                    pinned: None,
+                    weight: 0.0,
+                    share: 0.0,
+                    pinned: Some(0),
+                    reason: format!(
+                        "not reporting for {ago:.0} s (failed after {FAIL_PERIODS} missed \
+                         reports); its clients moved to the others"
+                    ),
                 });
             }
-            let me = self.cfg.self_addr;
-            let mut own = row(me, &self.report(), "scanning", 0.0, None);
-            own.weight = announced(me).map_or(0.0, |m| m.weight);
-            own.share = share(me);
-            out.push(own);
             out
+        } else {
+            self.scanning_rows()
+        }
+    }
+
+    /// The director's row for one member.
+    fn member_row(&self, addr: Ipv4Addr, r: &Report) -> NodeStatus {
+        let role = if addr == self.cfg.self_addr {
+            "director"
+        } else {
+            "scanning"
+        };
+        let pinned = self.pinned.get(&addr).copied().unwrap_or(0);
+        let ports: Vec<PortStatus> = self
+            .cfg
+            .redirects
+            .iter()
+            .map(|red| {
+                let t = self.tables.get(&red.port);
+                let share = t.map_or(0.0, |t| {
+                    t.counts().get(&addr).copied().unwrap_or(0) as f64
+                        / t.table().len().max(1) as f64
+                });
+                let health = r.ports.iter().find(|p| p.port == red.to);
+                let listening = health.is_none_or(|p| p.listening);
+                let reason = if !listening {
+                    let why = health.map_or("not listening", |p| p.reason.as_str());
+                    format!("listener {} down ({why}): out of this port's pool", red.to)
+                } else if !self.takes_new(r, red) {
+                    "no new clients (see the node's reason)".to_string()
+                } else {
+                    String::new()
+                };
+                PortStatus {
+                    port: red.port,
+                    to: red.to,
+                    listening,
+                    share,
+                    reason,
+                }
+            })
+            .collect();
+        let share = if ports.is_empty() {
+            0.0
+        } else {
+            ports.iter().map(|p| p.share).sum::<f64>() / ports.len() as f64
+        };
+        let active = self.active(r);
+        let weight = if active {
+            self.weights.weight(addr).unwrap_or(0.0)
+        } else {
+            0.0
+        };
+        let down: Vec<String> = ports
+            .iter()
+            .filter(|p| !p.listening)
+            .map(|p| {
+                let why = r
+                    .ports
+                    .iter()
+                    .find(|h| h.port == p.to)
+                    .map_or("not listening", |h| h.reason.as_str());
+                format!("port {} down ({why})", p.to)
+            })
+            .collect();
+        let reason = if !self.config_matches(r) {
+            format!(
+                "config mismatch: theirs `{}`, ours `{}`; no new clients until the group \
+                 settings agree",
+                r.group_config, self.cfg.group_config
+            )
+        } else if r.draining {
+            format!("draining (proxyha drain): no new clients; {pinned} pinned clients finish")
+        } else if !down.is_empty() && self.cfg.drain == Drain::Node {
+            format!(
+                "{}: ha.drain = \"node\" takes it out of every port's pool",
+                down.join(", ")
+            )
+        } else if !down.is_empty() && !active {
+            format!("{}: out of every port's pool", down.join(", "))
+        } else {
+            let base = match (
+                self.weights.multiplier(addr),
+                self.weights.mean_utilisation(),
+            ) {
+                (Some(m), mean) => format!(
+                    "weight {weight:.2} = capacity {} × load feedback {m:.2} (cpu {:.0} % vs \
+                     group mean {:.0} %)",
+                    r.capacity,
+                    f64::from(r.cpu_load) * 100.0,
+                    mean * 100.0
+                ),
+                (None, _) => "joined this period; weight from its next report".to_string(),
+            };
+            if down.is_empty() {
+                base
+            } else {
+                format!("{base}; {}: out of that port's pool only", down.join(", "))
+            }
+        };
+        NodeStatus {
+            name: r.name.clone(),
+            address: addr,
+            role: role.to_string(),
+            healthy: active && down.is_empty(),
+            ports,
+            load: LoadStatus {
+                cpu: f64::from(r.cpu_load),
+                conns: r.connections.iter().map(|c| u64::from(c.established)).sum(),
+                capacity: r.capacity,
+            },
+            weight,
+            share,
+            pinned: Some(pinned),
+            reason,
+        }
+    }
+
+    /// A scanning node knows the director's announcements and itself.
+    fn scanning_rows(&self) -> Vec<NodeStatus> {
+        let mut out = Vec::new();
+        let announced = |a: Ipv4Addr| self.announced.iter().find(|m| m.address == a);
+        let total: f64 = self
+            .announced
+            .iter()
+            .filter(|m| m.state == MemberState::Active)
+            .map(|m| m.weight)
+            .sum();
+        let share = |a: Ipv4Addr| match announced(a) {
+            Some(m) if m.state == MemberState::Active && total > 0.0 => m.weight / total,
+            _ => 0.0,
+        };
+        if let Some(d) = self.director {
+            out.push(NodeStatus {
+                name: announced(d).map(|m| m.name.clone()).unwrap_or_default(),
+                address: d,
+                role: "director".into(),
+                healthy: announced(d).is_none_or(|m| m.state == MemberState::Active),
+                ports: Vec::new(),
+                load: LoadStatus {
+                    cpu: 0.0,
+                    conns: 0,
+                    capacity: 0.0,
+                },
+                weight: announced(d).map_or(0.0, |m| m.weight),
+                share: share(d),
+                pinned: None,
+                reason: "directs: owns the VIP and hands out the clients".into(),
+            });
+        }
+        let me = self.cfg.self_addr;
+        let r = self.report();
+        let ports: Vec<PortStatus> = self
+            .cfg
+            .redirects
+            .iter()
+            .map(|red| {
+                let h = r.ports.iter().find(|p| p.port == red.to);
+                let listening = h.is_some_and(|p| p.listening);
+                PortStatus {
+                    port: red.port,
+                    to: red.to,
+                    listening,
+                    share: if listening { share(me) } else { 0.0 },
+                    reason: if listening {
+                        String::new()
+                    } else {
+                        format!(
+                            "listener {} down ({}): out of this port's pool",
+                            red.to,
+                            h.map_or("not listening", |p| p.reason.as_str())
+                        )
+                    },
+                }
+            })
+            .collect();
+        let reason = match (self.director, announced(me)) {
+            (None, _) => "not yet joined: no director has announced itself (same lb_id and \
+                          auth_key on every node? is a director candidate up?)"
+                .to_string(),
+            (Some(d), None) => {
+                format!("not yet joined: director {d} has not listed this node yet")
+            }
+            (Some(_), Some(_)) if self.draining => {
+                "draining (proxyha drain): no new clients; pinned clients finish".to_string()
+            }
+            (Some(_), Some(m)) if m.state != MemberState::Active => {
+                "no new clients: the director counts it draining or every port down".to_string()
+            }
+            (Some(_), Some(m)) => {
+                format!("weight {:.2} from the director's announcement", m.weight)
+            }
+        };
+        out.push(NodeStatus {
+            name: r.name.clone(),
+            address: me,
+            role: "scanning".into(),
+            healthy: Self::port_up_all(&r) && !self.draining,
+            ports,
+            load: LoadStatus {
+                cpu: f64::from(r.cpu_load),
+                conns: r.connections.iter().map(|c| u64::from(c.established)).sum(),
+                capacity: r.capacity,
+            },
+            weight: announced(me).map_or(0.0, |m| m.weight),
+            share: share(me),
+            pinned: None,
+            reason,
+        });
+        out
+    }
+
+    fn port_up_all(r: &Report) -> bool {
+        r.ports.iter().all(|p| p.listening)
+    }
+
+    /// Members whose group config differs from ours (director only).
+    pub fn mismatches(&self) -> Vec<Mismatch> {
+        self.members
+            .iter()
+            .filter(|(_, m)| !self.config_matches(&m.report))
+            .map(|(a, m)| Mismatch {
+                peer: *a,
+                name: m.report.name.clone(),
+                source: "membership".into(),
+                ours: self.cfg.group_config.clone(),
+                theirs: m.report.group_config.clone(),
+            })
+            .collect()
+    }
+
+    /// `proxyha status --client IP`: per redirected port, the node that client goes to and
+    /// why — its live pin (director: as last read from the kernel; standby: as last
+    /// announced), else the bucket table.
+    pub fn client(&self, now: Instant, ip: Ipv4Addr) -> ClientStatus {
+        let name_of = |a: Ipv4Addr| -> String {
+            self.members
+                .get(&a)
+                .map(|m| m.report.name.clone())
+                .or_else(|| {
+                    self.announced
+                        .iter()
+                        .find(|m| m.address == a)
+                        .map(|m| m.name.clone())
+                })
+                .unwrap_or_default()
+        };
+        let timeout_s = u64::from(self.cfg.sticky_idle_s);
+        let (pins, age, source): (Vec<&Assignment>, Duration, String) = if self.director_role {
+            (
+                self.pins.iter().filter(|a| a.client == ip).collect(),
+                Duration::ZERO,
+                "the director's live pins, read every second".into(),
+            )
+        } else {
+            let newest = self.replica.values().map(|(at, _)| *at).max();
+            let age = newest.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+            (
+                self.replica
+                    .values()
+                    .flat_map(|(_, p)| p.iter())
+                    .filter(|a| a.client == ip)
+                    .collect(),
+                age,
+                match self.director {
+                    Some(d) => format!(
+                        "the pins director {d} last announced, {:.0} s ago; ask the director for \
+                         live ones",
+                        age.as_secs_f64()
+                    ),
+                    None => "no director known; nothing is pinned".into(),
+                },
+            )
+        };
+        let ports = self
+            .cfg
+            .redirects
+            .iter()
+            .map(|r| {
+                if let Some(pin) = pins.iter().find(|a| a.port == r.port) {
+                    let idle = Duration::from_millis(u64::from(pin.idle_ms)) + age;
+                    let left = timeout_s.saturating_sub(idle.as_secs());
+                    return ClientPort {
+                        port: r.port,
+                        node: Some(pin.node),
+                        name: name_of(pin.node),
+                        how: "pinned".into(),
+                        detail: format!(
+                            "pinned: last seen {:.0} s ago, the pin expires after {left} s more \
+                             of silence (ha.sticky_idle_s = {timeout_s})",
+                            idle.as_secs_f64()
+                        ),
+                    };
+                }
+                let table = self.tables.get(&r.port);
+                match table.and_then(|t| t.lookup(ip, HASH_SEED).map(|n| (t, n))) {
+                    Some((t, n)) if self.director_role => {
+                        let b = super::scheduler::bucket_of(ip, t.size(), HASH_SEED);
+                        ClientPort {
+                            port: r.port,
+                            node: Some(n),
+                            name: name_of(n),
+                            how: "new".into(),
+                            detail: format!(
+                                "not pinned: its next connection takes bucket {b} of {} → this \
+                                 node (weight {:.2}), and is pinned there",
+                                t.size(),
+                                self.weights.weight(n).unwrap_or(0.0)
+                            ),
+                        }
+                    }
+                    _ => ClientPort {
+                        port: r.port,
+                        node: None,
+                        name: String::new(),
+                        how: "none".into(),
+                        detail: if self.director_role {
+                            "not pinned, and no node takes new clients on this port".into()
+                        } else {
+                            "not pinned as far as the last announcement says; the director's \
+                             bucket table decides"
+                                .into()
+                        },
+                    },
+                }
+            })
+            .collect();
+        ClientStatus {
+            client: ip,
+            director: self.director,
+            ports,
+            source,
         }
     }
 }
@@ -929,6 +1438,7 @@ mod tests {
             cpu_count: 2,
             conns: BTreeMap::new(),
             listening: [(9090, true)].into_iter().collect(),
+            reasons: BTreeMap::new(),
         }
     }
 
@@ -990,7 +1500,7 @@ mod tests {
         assert!(events.contains(&Event::Joined(B)), "{events:?}");
         assert!(events.contains(&Event::Joined(C)), "{events:?}");
         assert_eq!(nodes[1].director(), Some(A));
-        let counts = nodes[0].table().counts();
+        let counts = nodes[0].table(9090).counts();
         assert_eq!(
             counts.values().copied().collect::<Vec<_>>(),
             vec![100, 100, 100]
@@ -1002,9 +1512,12 @@ mod tests {
         let d = last.expect("director desired state");
         let s = director_state(&d);
         assert_eq!(s.nodes, vec![B, C]);
-        assert_eq!(s.buckets.iter().filter(|b| b.is_none()).count(), 100);
+        assert_eq!(
+            s.pools[0].buckets.iter().filter(|b| b.is_none()).count(),
+            100
+        );
         // A scanning node's status: the director (from its announcements) and itself.
-        let st = nodes[1].nodes();
+        let st = nodes[1].nodes(Instant::now());
         assert_eq!(st.len(), 2);
         assert_eq!(
             (st[0].name.as_str(), st[0].role.as_str()),
@@ -1015,7 +1528,7 @@ mod tests {
         assert_eq!((st[1].address, st[1].role.as_str()), (B, "scanning"));
         assert!((st[1].share - 1.0 / 3.0).abs() < 0.01, "{st:?}");
         // The director's: every member, with its table share.
-        let st = nodes[0].nodes();
+        let st = nodes[0].nodes(Instant::now());
         assert_eq!(
             st.iter().map(|n| n.address).collect::<Vec<_>>(),
             vec![A, B, C]
@@ -1044,7 +1557,7 @@ mod tests {
         let mut nodes = vec![node("a", A, t0), node("b", B, t0), node("c", C, t0)];
         nodes[0].set_role(t0, true);
         run(&mut nodes, &[true; 3], t0, t0 + 3 * SEC);
-        let before = nodes[0].table().table().to_vec();
+        let before = nodes[0].table(9090).table().to_vec();
         while nodes[0].poll_desired().is_some() {}
         // C dies: its last report was at most one period before this.
         let dead = t0 + 3 * SEC + Duration::from_millis(100);
@@ -1061,7 +1574,7 @@ mod tests {
         );
         let events = run(&mut nodes, &alive, dead + 26 * SEC / 10, dead + 4 * SEC);
         assert!(events.contains(&Event::Failed(C)), "{events:?}");
-        let after = nodes[0].table().table().to_vec();
+        let after = nodes[0].table(9090).table().to_vec();
         let moved = before.iter().zip(&after).filter(|(x, y)| x != y).count();
         assert_eq!(moved, 100, "only C's buckets move");
         assert!(!after.contains(&C));
@@ -1071,15 +1584,250 @@ mod tests {
         assert_eq!(director_state(&d).nodes, vec![B]);
     }
 
+    fn two_ports(name: &str, addr: Ipv4Addr, drain: Drain, now: Instant) -> Cluster {
+        let mut c = cfg(name, addr);
+        c.redirects.push(PortRedirect {
+            port: 2121,
+            to: 2121,
+        });
+        c.drain = drain;
+        c.group_config = "vip 10.9.0.100 vrid 51 lb_id 51 ports [9090, 2121] mode direct".into();
+        c.config_digest = [7; 32];
+        let mut n = Cluster::new(c);
+        n.handle_local_load(two_port_load(true));
+        n.handle_startup(now);
+        n
+    }
+
+    fn two_port_load(ftp_up: bool) -> LocalLoad {
+        let mut l = load();
+        l.listening.insert(2121, ftp_up);
+        if !ftp_up {
+            l.reasons.insert(2121, "nothing is listening".into());
+        }
+        l
+    }
+
+    fn pool_of(d: &Desired, port: u16) -> PortPool {
+        director_state(d)
+            .pools
+            .iter()
+            .find(|p| p.ports.contains(&port))
+            .cloned()
+            .expect("every port has a pool")
+    }
+
+    fn last_desired(c: &mut Cluster) -> Desired {
+        let mut last = None;
+        while let Some(d) = c.poll_desired() {
+            last = Some(d);
+        }
+        last.or_else(|| c.last_desired.clone())
+            .expect("a desired state")
+    }
+
+    #[test]
+    fn a_failed_listener_takes_the_node_out_of_that_ports_pool_only() {
+        let t0 = Instant::now();
+        let mut nodes: Vec<Cluster> = [("a", A), ("b", B), ("c", C)]
+            .iter()
+            .map(|(n, a)| two_ports(n, *a, Drain::Port, t0))
+            .collect();
+        nodes[0].set_role(t0, true);
+        run(&mut nodes, &[true; 3], t0, t0 + 3 * SEC);
+        let d = last_desired(&mut nodes[0]);
+        assert_eq!(
+            director_state(&d).pools.len(),
+            1,
+            "one pool while all serve all"
+        );
+        let before_9090 = nodes[0].table(9090).table().to_vec();
+        // B's FTP listener stops: B logs it, reports it, and leaves 2121's pool only.
+        nodes[1].handle_local_load(two_port_load(false));
+        let events: Vec<Event> = std::iter::from_fn(|| nodes[1].poll_event()).collect();
+        assert_eq!(
+            events,
+            vec![Event::PortFailure {
+                port: 2121,
+                reason: "nothing is listening".into()
+            }]
+        );
+        assert_eq!(
+            events[0].to_string(),
+            "current state: failure (port 2121: nothing is listening)"
+        );
+        let t1 = t0 + 3 * SEC + Duration::from_millis(50);
+        run(&mut nodes, &[true; 3], t1, t1 + 2 * SEC);
+        let d = last_desired(&mut nodes[0]);
+        let ftp = pool_of(&d, 2121);
+        let web = pool_of(&d, 9090);
+        assert_eq!(ftp.serving, vec![A, C], "B's FTP pins are void");
+        assert!(!ftp.buckets.contains(&Some(B)));
+        assert_eq!(web.serving, vec![A, B, C]);
+        assert_eq!(
+            nodes[0].table(9090).table().to_vec(),
+            before_9090,
+            "9090's table did not move"
+        );
+        let row = nodes[0]
+            .nodes(t1)
+            .into_iter()
+            .find(|n| n.address == B)
+            .unwrap();
+        assert!(
+            row.reason
+                .contains("port 2121 down (nothing is listening): out of that port's pool only"),
+            "{}",
+            row.reason
+        );
+        assert!(row.share > 0.0 && !row.healthy);
+        // Back: logged once as ok, and 2121's pool has B again.
+        nodes[1].handle_local_load(two_port_load(true));
+        let events: Vec<Event> = std::iter::from_fn(|| nodes[1].poll_event()).collect();
+        assert_eq!(events, vec![Event::PortsOk]);
+        assert_eq!(events[0].to_string(), "current state: ok");
+        let t2 = t1 + 3 * SEC;
+        run(&mut nodes, &[true; 3], t2, t2 + 2 * SEC);
+        let d = last_desired(&mut nodes[0]);
+        assert_eq!(pool_of(&d, 2121).serving, vec![A, B, C]);
+    }
+
+    #[test]
+    fn drain_node_mode_and_maintenance_keep_pins_but_give_no_new_clients() {
+        let t0 = Instant::now();
+        let mut nodes: Vec<Cluster> = [("a", A), ("b", B), ("c", C)]
+            .iter()
+            .map(|(n, a)| two_ports(n, *a, Drain::Node, t0))
+            .collect();
+        nodes[0].set_role(t0, true);
+        run(&mut nodes, &[true; 3], t0, t0 + 3 * SEC);
+        nodes[1].handle_local_load(two_port_load(false));
+        let t1 = t0 + 3 * SEC + Duration::from_millis(50);
+        run(&mut nodes, &[true; 3], t1, t1 + 2 * SEC);
+        let d = last_desired(&mut nodes[0]);
+        let web = pool_of(&d, 9090);
+        assert!(
+            !web.buckets.contains(&Some(B)),
+            "drain = node: no new 9090 clients either"
+        );
+        assert_eq!(web.serving, vec![A, B, C], "but B's 9090 clients finish");
+        assert_eq!(pool_of(&d, 2121).serving, vec![A, C]);
+        let row = nodes[0]
+            .nodes(t1)
+            .into_iter()
+            .find(|n| n.address == B)
+            .unwrap();
+        assert!(row.reason.contains("ha.drain = \"node\""), "{}", row.reason);
+        assert_eq!(row.weight, 0.0);
+        // Maintenance on C: the same, for every port, with its own reason.
+        nodes[2].set_draining(true);
+        let t2 = t1 + 3 * SEC;
+        run(&mut nodes, &[true; 3], t2, t2 + 2 * SEC);
+        let d = last_desired(&mut nodes[0]);
+        let web = pool_of(&d, 9090);
+        assert!(
+            web.buckets.iter().all(|b| b.is_none()),
+            "only the director takes new clients"
+        );
+        assert_eq!(web.serving, vec![A, B, C]);
+        let row = nodes[0]
+            .nodes(t2)
+            .into_iter()
+            .find(|n| n.address == C)
+            .unwrap();
+        assert!(
+            row.reason.starts_with("draining (proxyha drain)"),
+            "{}",
+            row.reason
+        );
+    }
+
+    #[test]
+    fn a_config_mismatch_is_logged_once_shown_and_gets_no_new_clients() {
+        let t0 = Instant::now();
+        let mut nodes: Vec<Cluster> = [("a", A), ("b", B)]
+            .iter()
+            .map(|(n, a)| two_ports(n, *a, Drain::Port, t0))
+            .collect();
+        nodes[1].cfg.group_config =
+            "vip 10.9.0.100 vrid 51 lb_id 51 ports [9090, 2121] mode nat".into();
+        nodes[1].cfg.config_digest = [8; 32];
+        nodes[0].set_role(t0, true);
+        let events = run(&mut nodes, &[true; 2], t0, t0 + 4 * SEC);
+        let mismatches: Vec<&Event> = events
+            .iter()
+            .filter(|e| matches!(e, Event::ConfigMismatch { .. }))
+            .collect();
+        assert_eq!(
+            mismatches.len(),
+            1,
+            "once per peer, not once per report: {events:?}"
+        );
+        let line = mismatches[0].to_string();
+        assert!(
+            line.contains("config mismatch with b (10.9.0.2): theirs `vip 10.9.0.100 vrid 51 lb_id 51 ports [9090, 2121] mode nat`, ours `vip 10.9.0.100 vrid 51 lb_id 51 ports [9090, 2121] mode direct`"),
+            "{line}"
+        );
+        let m = nodes[0].mismatches();
+        assert_eq!(
+            (m.len(), m[0].peer, m[0].source.as_str()),
+            (1, B, "membership")
+        );
+        let d = last_desired(&mut nodes[0]);
+        assert!(!pool_of(&d, 9090).buckets.contains(&Some(B)));
+        assert_eq!(nodes[0].counters()["config_mismatch"], 1);
+    }
+
+    #[test]
+    fn status_client_says_pinned_or_which_bucket_and_why() {
+        let t0 = Instant::now();
+        let mut nodes = vec![node("a", A, t0), node("b", B, t0)];
+        nodes[0].set_role(t0, true);
+        run(&mut nodes, &[true; 2], t0, t0 + 3 * SEC);
+        let client = Ipv4Addr::new(10, 9, 1, 7);
+        nodes[0].set_pins(&[StickyEntry {
+            client,
+            port: 9090,
+            mark: mark_of(B),
+            expires_ms: 280_000,
+        }]);
+        let c = nodes[0].client(t0 + 3 * SEC, client);
+        assert_eq!(c.ports.len(), 1);
+        assert_eq!(
+            (c.ports[0].node, c.ports[0].how.as_str()),
+            (Some(B), "pinned")
+        );
+        assert!(
+            c.ports[0].detail.contains("last seen 20 s ago"),
+            "{}",
+            c.ports[0].detail
+        );
+        let other = Ipv4Addr::new(10, 9, 1, 8);
+        let c = nodes[0].client(t0 + 3 * SEC, other);
+        let want = nodes[0].table(9090).lookup(other, HASH_SEED);
+        assert_eq!((c.ports[0].node, c.ports[0].how.as_str()), (want, "new"));
+        assert!(
+            c.ports[0].detail.contains("bucket"),
+            "{}",
+            c.ports[0].detail
+        );
+        // A standby answers from the announced pins, and says so.
+        run(&mut nodes, &[true; 2], t0 + 3 * SEC, t0 + 5 * SEC);
+        let c = nodes[1].client(t0 + 5 * SEC, client);
+        assert_eq!(c.ports[0].how, "pinned");
+        assert!(c.source.contains("last announced"), "{}", c.source);
+    }
+
     #[test]
     fn pins_beyond_one_page_are_announced_in_pages_and_all_continue() {
         let t0 = Instant::now();
         let mut nodes = vec![node("a", A, t0), node("b", B, t0), node("c", C, t0)];
         nodes[0].set_role(t0, true);
         run(&mut nodes, &[true; 3], t0, t0 + 3 * SEC);
-        // 10,000 clients: three pages of 4096.
+        // 10,000 clients: four pages of 3072.
         let pins: Vec<StickyEntry> = (0..10_000u32)
             .map(|i| StickyEntry {
+                port: 9090,
                 client: Ipv4Addr::from(0x0a80_0000 + i),
                 mark: mark_of(if i % 2 == 0 { B } else { C }),
                 expires_ms: 290_000,
@@ -1090,14 +1838,14 @@ mod tests {
         let pages: Vec<Transmit> = std::iter::from_fn(|| nodes[0].poll_transmit())
             .filter(|t| t.dst == membership::BROADCAST)
             .collect();
-        assert_eq!(pages.len(), 3, "one announcement per page");
+        assert_eq!(pages.len(), 4, "one announcement per page");
         for t in &pages {
             assert!(t.payload.len() <= 65_535 - 20, "{} bytes", t.payload.len());
             nodes[1].handle_datagram(t0 + 4 * SEC, A, &t.payload);
         }
         assert_eq!(
             nodes[1].replica.keys().copied().collect::<Vec<_>>(),
-            vec![0, 1, 2]
+            vec![0, 1, 2, 3]
         );
         nodes[1].set_role(t0 + 6 * SEC, true);
         let d = nodes[1].poll_desired().expect("director data path");
@@ -1128,6 +1876,7 @@ mod tests {
         let n = (PAGES_PER_PERIOD + 4) * membership::MAX_ASSIGNMENTS;
         let pins: Vec<StickyEntry> = (0..n as u32)
             .map(|i| StickyEntry {
+                port: 9090,
                 client: Ipv4Addr::from(0x0a00_0000 + i),
                 mark: mark_of(A),
                 expires_ms: 1000,
@@ -1150,8 +1899,8 @@ mod tests {
                 .collect();
             sent.push(pages);
         }
-        assert_eq!(sent[0], (0..16).collect::<Vec<u16>>());
-        assert_eq!(sent[1], (16..20).chain(0..12).collect::<Vec<u16>>());
+        assert_eq!(sent[0], (0..20).collect::<Vec<u16>>());
+        assert_eq!(sent[1], (20..24).chain(0..16).collect::<Vec<u16>>());
     }
 
     #[test]
@@ -1163,6 +1912,7 @@ mod tests {
         // The kernel's pins on A: clients on B, C and A itself, with 290 s left of 300.
         let pin = |client: u8, node: Ipv4Addr| StickyEntry {
             client: Ipv4Addr::new(10, 9, 1, client),
+            port: 9090,
             mark: mark_of(node),
             expires_ms: 290_000,
         };
@@ -1245,7 +1995,11 @@ mod tests {
         let r = membership::encode(&Message::Report(other.report()), 52, None).unwrap_or_default();
         d.handle_datagram(t0, B, &r);
         assert_eq!(d.counters()["discard_other_lb_id"], 2);
-        assert_eq!(d.nodes().len(), 1, "no member from another group");
+        assert_eq!(
+            d.nodes(Instant::now()).len(),
+            1,
+            "no member from another group"
+        );
     }
 
     #[test]
@@ -1267,7 +2021,11 @@ mod tests {
         ];
         nodes[0].set_role(t0, true);
         run(&mut nodes, &[true; 3], t0, t0 + 3 * SEC);
-        let members: Vec<Ipv4Addr> = nodes[0].nodes().iter().map(|n| n.address).collect();
+        let members: Vec<Ipv4Addr> = nodes[0]
+            .nodes(Instant::now())
+            .iter()
+            .map(|n| n.address)
+            .collect();
         assert_eq!(members, vec![A, B], "C signs with another key");
         assert!(nodes[2].counters()["discard_auth"] > 0);
         assert_eq!(nodes[2].director(), None);
@@ -1301,9 +2059,12 @@ mod tests {
         assert_eq!(c.poll_desired(), None, "nothing changed");
         c.set_role(t0, true);
         let d = c.poll_desired().expect("director data path");
-        assert_eq!(director_state(&d).buckets.len(), 300);
+        assert_eq!(director_state(&d).pools[0].buckets.len(), 300);
         assert!(
-            director_state(&d).buckets.iter().all(|b| b.is_none()),
+            director_state(&d).pools[0]
+                .buckets
+                .iter()
+                .all(|b| b.is_none()),
             "alone: all local"
         );
         assert_eq!(
@@ -1318,7 +2079,7 @@ mod tests {
             c.poll_desired().map(|d| d.role),
             Some(Role::Scanning { director: None, .. })
         ));
-        assert!(c.nodes().iter().all(|n| n.role == "scanning"));
+        assert!(c.nodes(Instant::now()).iter().all(|n| n.role == "scanning"));
     }
 
     #[test]
@@ -1331,12 +2092,17 @@ mod tests {
         });
         nodes[0].set_role(t0, true);
         run(&mut nodes, &[true; 2], t0, t0 + 3 * SEC);
-        assert_eq!(nodes[0].table().counts().get(&B), None);
-        let st = nodes[0].nodes();
+        assert_eq!(nodes[0].table(9090).counts().get(&B), None);
+        let st = nodes[0].nodes(Instant::now());
         assert_eq!(st.len(), 2);
         assert!(!st[1].healthy);
         while let Some(d) = nodes[0].poll_desired() {
-            assert!(director_state(&d).buckets.iter().all(|b| b.is_none()));
+            assert!(
+                director_state(&d).pools[0]
+                    .buckets
+                    .iter()
+                    .all(|b| b.is_none())
+            );
         }
     }
 }

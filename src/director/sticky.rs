@@ -21,7 +21,9 @@ struct Pin {
     last_seen_ms: u64,
 }
 
-/// Client → node pins with idle expiry. Time is the caller's monotonic clock in ms.
+/// Client → node pins of one redirected port, with idle expiry (the kernel map is keyed
+/// by client and port; one table models one port). Time is the caller's monotonic clock
+/// in ms.
 #[derive(Debug, Clone, Default)]
 pub struct StickyTable {
     idle_ms: u64,
@@ -125,14 +127,16 @@ impl StickyTable {
         out
     }
 
-    /// Live pins with their idle ages, sorted by client (deterministic announcements).
-    pub fn export(&self, now_ms: u64) -> Vec<Assignment> {
+    /// Live pins with their idle ages, as assignments of redirected port `port`, sorted by
+    /// client (deterministic announcements).
+    pub fn export(&self, now_ms: u64, port: u16) -> Vec<Assignment> {
         let mut out: Vec<Assignment> = self
             .pins
             .iter()
             .filter(|(_, p)| self.live(p, now_ms))
             .map(|(client, p)| Assignment {
                 client: *client,
+                port,
                 node: p.node,
                 idle_ms: u32::try_from(now_ms.saturating_sub(p.last_seen_ms)).unwrap_or(u32::MAX),
             })
@@ -143,10 +147,11 @@ impl StickyTable {
 
     /// Merges pins received from the director: each becomes last seen `idle_ms` before
     /// `now_ms`. Already expired ones are skipped; where we hold a more recent sighting
-    /// of the same client, ours wins. Returns how many were taken.
-    pub fn import(&mut self, now_ms: u64, assignments: &[Assignment]) -> usize {
+    /// of the same client, ours wins. Only assignments of `port` are taken. Returns how
+    /// many were taken.
+    pub fn import(&mut self, now_ms: u64, port: u16, assignments: &[Assignment]) -> usize {
         let mut taken = 0;
-        for a in assignments {
+        for a in assignments.iter().filter(|a| a.port == port) {
             if u64::from(a.idle_ms) >= self.idle_ms {
                 continue;
             }
@@ -279,7 +284,7 @@ mod test {
             director.lookup_or_assign(u64::from(i) * 1000, client(i), &t, SEED);
         }
         let now = 250_000;
-        let exported = director.export(now);
+        let exported = director.export(now, 9090);
         assert_eq!(exported.len(), 100, "all seen within IDLE of {now}");
         assert!(exported.windows(2).all(|w| w[0].client < w[1].client));
         assert_eq!(exported[0].idle_ms, 250_000);
@@ -287,7 +292,12 @@ mod test {
         // The standby's clock is unrelated to the director's.
         let mut standby = StickyTable::new(IDLE);
         let later = 9_000_000;
-        assert_eq!(standby.import(later, &exported), 100);
+        assert_eq!(
+            standby.import(later, 2121, &exported),
+            0,
+            "another port's pins"
+        );
+        assert_eq!(standby.import(later, 9090, &exported), 100);
         // A different table on the standby must not matter for pinned clients.
         let other = BucketTable::fresh(4096, &[(node(3), 1.0)]).unwrap();
         for a in &exported {
@@ -298,7 +308,7 @@ mod test {
         }
         // Ages carried over: client 0 (idle 250 s) expires 50 s later, not 300 s later.
         let mut fresh = StickyTable::new(IDLE);
-        fresh.import(later, &exported);
+        fresh.import(later, 9090, &exported);
         assert_eq!(
             fresh.get(later + 49_999, client(0)),
             exported.first().map(|a| a.node)
@@ -314,16 +324,18 @@ mod test {
         let stale = [
             Assignment {
                 client: client(1),
+                port: 9090,
                 node: node(2),
                 idle_ms: 5_000,
             },
             Assignment {
                 client: client(2),
+                port: 9090,
                 node: node(2),
                 idle_ms: IDLE as u32,
             },
         ];
-        assert_eq!(s.import(1_000_000, &stale), 0);
+        assert_eq!(s.import(1_000_000, 9090, &stale), 0);
         assert_eq!(s.get(1_000_000, client(1)), Some(node(1)));
         assert_eq!(s.get(1_000_000, client(2)), None);
     }

@@ -43,6 +43,12 @@ pub struct VrrpOpts {
     pub capacity: Option<f64>,
     /// `ha.auth_key` of proxyha.
     pub auth_key: Option<String>,
+    /// The VIP; `None`: the lab's ([`Lab::vip`]).
+    pub vip: Option<Ipv4Addr>,
+    /// `ha.lb_id` of proxyha.
+    pub lb_id: u8,
+    /// `ha.drain` of proxyha ("port" or "node"); `None`: the default.
+    pub drain: Option<String>,
 }
 
 impl VrrpOpts {
@@ -57,7 +63,23 @@ impl VrrpOpts {
             mode: "direct".into(),
             capacity: None,
             auth_key: None,
+            vip: None,
+            lb_id: 51,
+            drain: None,
         }
+    }
+
+    /// Another group on the same LAN: its own VIP, VRID and lb_id.
+    pub fn group(mut self, vip: Ipv4Addr, vrid: u8, lb_id: u8) -> VrrpOpts {
+        self.vip = Some(vip);
+        self.vrid = vrid;
+        self.lb_id = lb_id;
+        self
+    }
+
+    pub fn drain(mut self, drain: &str) -> VrrpOpts {
+        self.drain = Some(drain.to_string());
+        self
     }
 
     pub fn auth_key(mut self, key: &str) -> VrrpOpts {
@@ -169,13 +191,14 @@ management_ip = "{addr}"
 interface = "eth0"
 virtual_ip = "{vip}"
 virtual_router_id = {vrid}
+lb_id = {lb_id}
 priority = {prio}
 advert_interval_ms = {int}
 preempt = {preempt}
 vrrp_version = {ver}
 port_redirects = [{redirects}]
 mode = "{mode}"
-{auth_key}
+{auth_key}{drain}
 [control]
 socket = "{control}"
 
@@ -185,8 +208,13 @@ level = "debug"
 "#,
             name = host.name,
             addr = host.addr,
-            vip = self.vip(),
+            vip = opts.vip.unwrap_or_else(|| self.vip()),
             vrid = opts.vrid,
+            lb_id = opts.lb_id,
+            drain = opts
+                .drain
+                .as_ref()
+                .map_or(String::new(), |d| format!("drain = \"{d}\"\n")),
             prio = opts.priority,
             int = opts.advert_interval_ms,
             preempt = opts.preempt,
@@ -254,7 +282,7 @@ level = "debug"
             vrid = opts.vrid,
             prio = opts.priority,
             nopreempt = if opts.preempt { "" } else { "    nopreempt\n" },
-            vip = self.vip(),
+            vip = opts.vip.unwrap_or_else(|| self.vip()),
         );
         write(&conf, &text)?;
         let s = |p: &Path| p.to_string_lossy().into_owned();

@@ -16,12 +16,13 @@
 //! timing bounds hold on a small machine even when the test harness runs tests in parallel.
 
 mod cgroup;
+pub mod clients;
 mod daemons;
 mod probe;
 
 pub use cgroup::CpuCgroup;
 pub use daemons::{Daemon, Kind, Status, VrrpOpts};
-pub use probe::{Advert, AdvertWatch, Gap, Prober, Sample, gap, inject};
+pub use probe::{Advert, AdvertWatch, Gap, Prober, Sample, advert_datagram, gap, inject};
 
 use std::fs::File;
 use std::io;
@@ -710,11 +711,22 @@ impl Host {
         port: u16,
         handle: impl Fn(TcpStream, SocketAddr, &Arc<AtomicBool>) + Send + 'static,
     ) -> io::Result<Arc<AtomicBool>> {
+        self.serve_tcp_on(Ipv4Addr::UNSPECIFIED, port, handle)
+    }
+
+    /// [`Host::serve_tcp`] bound to `addr`. The listening socket closes within a few
+    /// milliseconds of the returned flag being set.
+    pub fn serve_tcp_on(
+        &self,
+        addr: Ipv4Addr,
+        port: u16,
+        handle: impl Fn(TcpStream, SocketAddr, &Arc<AtomicBool>) + Send + 'static,
+    ) -> io::Result<Arc<AtomicBool>> {
         let own = Arc::new(AtomicBool::new(false));
         let own2 = own.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         self.spawn_thread(move |stop| {
-            let listener = match TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
+            let listener = match TcpListener::bind(SocketAddrV4::new(addr, port))
                 .and_then(|l| l.set_nonblocking(true).map(|()| l))
             {
                 Ok(l) => {
@@ -744,7 +756,7 @@ impl Host {
             .map_err(|e| {
                 io::Error::new(
                     e.kind(),
-                    format!("binding 0.0.0.0:{port} in {}: {e}", self.ns),
+                    format!("binding {addr}:{port} in {}: {e}", self.ns),
                 )
             })?;
         Ok(own)
@@ -759,6 +771,17 @@ impl Host {
             let _ = s.write_all(name.as_bytes());
         })
         .map(|_| ())
+    }
+
+    /// [`Host::serve_peer`] bound to `addr` only (the seed's broken setup: a proxy listening
+    /// on one address, which the VIP does not reach).
+    pub fn serve_peer_on(&self, addr: Ipv4Addr, port: u16) -> io::Result<Arc<AtomicBool>> {
+        let name = self.name.clone();
+        self.serve_tcp_on(addr, port, move |mut s, peer, _| {
+            use std::io::Write;
+            let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+            let _ = s.write_all(format!("{name} {}\n", peer.ip()).as_bytes());
+        })
     }
 
     /// A server on `port` answering every connection with `"<host name> <peer address>\n"`,

@@ -277,6 +277,20 @@ fn raw_socket() -> io::Result<Socket> {
     )
 }
 
+/// A VRRP datagram (IPv4 header + `vrrp_bytes`) from `src` to 224.0.0.18, for [`inject`].
+pub fn advert_datagram(src: Ipv4Addr, ttl: u8, vrrp_bytes: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; crate::wire::ipv4::MIN_HEADER_LEN + vrrp_bytes.len()];
+    let header = crate::wire::ipv4::Header {
+        src,
+        dst: vrrp::MULTICAST_GROUP,
+        ttl,
+        protocol: vrrp::PROTOCOL,
+    };
+    crate::wire::ipv4::emit(&mut buf, &header, 0x4242, vrrp_bytes.len());
+    buf[crate::wire::ipv4::MIN_HEADER_LEN..].copy_from_slice(vrrp_bytes);
+    buf
+}
+
 /// Sends `datagram` (a complete IPv4 datagram, header included) from the client's `eth0`
 /// to its destination (e.g. 224.0.0.18) through a raw socket with IP_HDRINCL.
 pub fn inject(client: &Host, datagram: Vec<u8>) -> io::Result<()> {

@@ -177,6 +177,16 @@ pub fn listeners(text: &str, ports: &[u16]) -> Vec<Listener> {
         .collect()
 }
 
+/// Ports with a TCP listener reachable from the network (not bound to loopback only),
+/// other than `except`: on a node, the ports that are not redirected ("direct-only").
+pub fn other_listening_ports(text: &str, except: &[u16]) -> std::collections::BTreeSet<u16> {
+    text.lines()
+        .filter_map(parse_tcp_line)
+        .filter(|l| l.state == TCP_LISTEN && !except.contains(&l.port) && !l.addr.is_loopback())
+        .map(|l| l.port)
+        .collect()
+}
+
 /// Per-port verdict for the port monitor (issue 4): listening on a wildcard address, only
 /// on specific addresses (the seed's "a listener bound to one IP breaks Proxy HA"), or not
 /// at all.
@@ -185,6 +195,23 @@ pub enum PortListen {
     Wildcard,
     SpecificOnly(Vec<IpAddr>),
     NotListening,
+}
+
+impl PortListen {
+    /// Why the port monitor fails the port (issue 4 §1); `None` when it is fine.
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            PortListen::Wildcard => None,
+            PortListen::NotListening => Some("nothing is listening".into()),
+            PortListen::SpecificOnly(addrs) => {
+                let list: Vec<String> = addrs.iter().map(IpAddr::to_string).collect();
+                Some(format!(
+                    "bound to {} only; Proxy HA needs it bound to 0.0.0.0",
+                    list.join(", ")
+                ))
+            }
+        }
+    }
 }
 
 /// Folds [`listeners`] of both files into one verdict per port.
@@ -437,6 +464,17 @@ impl Sampler {
         let util = self.prev.map(|p| utilisation(p, times));
         self.prev = Some(times);
         Ok((util, cpu_count, None))
+    }
+
+    /// Listening ports other than `except` (both files; unreadable ones count as empty).
+    pub fn direct_only(&self, except: &[u16]) -> std::collections::BTreeSet<u16> {
+        let mut out = std::collections::BTreeSet::new();
+        for path in [&self.paths.tcp, &self.paths.tcp6] {
+            if let Ok(t) = std::fs::read_to_string(path) {
+                out.extend(other_listening_ports(&t, except));
+            }
+        }
+        out
     }
 
     /// The listener check for the port monitor, from the same files.

@@ -101,8 +101,9 @@ pub struct Router {
     actions: VecDeque<Action>,
     counters: Counters,
     discard_log: HashMap<(Option<Ipv4Addr>, Discard), LogWindow>,
-    /// Last mismatching address list logged per sender, so each change is logged once.
-    vip_mismatch_seen: HashMap<Ipv4Addr, Vec<Ipv4Addr>>,
+    /// Last mismatching address list logged per sender (so each change is logged once),
+    /// and when it was last heard (status shows recent ones).
+    vip_mismatch_seen: HashMap<Ipv4Addr, (Vec<Ipv4Addr>, Instant)>,
 }
 
 /// `now + d` without the overflow panic of `Instant + Duration`; an instant that far in
@@ -347,7 +348,7 @@ impl Router {
         if repr.priority == 0 {
             self.counters.rx_priority_zero += 1;
         }
-        self.check_vips(src, repr);
+        self.check_vips(now, src, repr);
         // v3 backups follow the master's interval (RFC 9568 §6.4.2); v2 routers all use
         // the configured one, and handle_datagram discards any other.
         let interval = match self.cfg.version {
@@ -596,7 +597,7 @@ impl Router {
     /// Counts an advert whose address list differs from ours and logs each new list
     /// once per sender: a VRID collision or a config mismatch, worth one line, not one
     /// per second. The advert is still processed (keepalived does the same).
-    fn check_vips(&mut self, src: Ipv4Addr, repr: &Repr) {
+    fn check_vips(&mut self, now: Instant, src: Ipv4Addr, repr: &Repr) {
         if repr.addresses == self.cfg.vips {
             self.vip_mismatch_seen.remove(&src);
             return;
@@ -608,7 +609,10 @@ impl Router {
             return;
         }
         self.counters.vip_mismatch += 1;
-        if self.vip_mismatch_seen.get(&src) == Some(&theirs) {
+        if let Some((seen, at)) = self.vip_mismatch_seen.get_mut(&src)
+            && *seen == theirs
+        {
+            *at = now;
             return;
         }
         warn!(
@@ -618,7 +622,20 @@ impl Router {
         if self.vip_mismatch_seen.len() >= SENDER_TABLE_CAP {
             self.vip_mismatch_seen.clear();
         }
-        self.vip_mismatch_seen.insert(src, theirs);
+        self.vip_mismatch_seen.insert(src, (theirs, now));
+    }
+
+    /// Senders of adverts for our VRID with another address list, heard within `within`
+    /// before `now`: (sender, their addresses), in address order.
+    pub fn vip_mismatches(&self, now: Instant, within: Duration) -> Vec<(Ipv4Addr, Vec<Ipv4Addr>)> {
+        let mut out: Vec<(Ipv4Addr, Vec<Ipv4Addr>)> = self
+            .vip_mismatch_seen
+            .iter()
+            .filter(|(_, (_, at))| now.saturating_duration_since(*at) <= within)
+            .map(|(a, (v, _))| (*a, v.clone()))
+            .collect();
+        out.sort();
+        out
     }
 
     /// Counts a discarded datagram and logs it, at most once per (sender, reason) per

@@ -49,9 +49,10 @@ pub const TYPE_REPORT: u8 = 2;
 pub const MAX_BODY: usize = 65535 - 20 - HEADER_LEN - MAC_LEN;
 /// Members in one announcement. A group is 2–8 nodes (BRIEF §1); the cap is headroom.
 pub const MAX_MEMBERS: usize = 64;
-/// Sticky assignments in one announcement page (at most 13 bytes each on the wire, so a
-/// full page fits [`MAX_BODY`]).
-pub const MAX_ASSIGNMENTS: usize = 4096;
+/// Sticky assignments in one announcement page (at most 16 bytes each on the wire: two
+/// addresses, a varint port and a varint age; so a full page fits [`MAX_BODY`] with room
+/// for the member list).
+pub const MAX_ASSIGNMENTS: usize = 3072;
 /// Port entries in one report (connections, health).
 pub const MAX_PORTS: usize = 64;
 /// Longest node name, software version or health reason, in bytes.
@@ -250,6 +251,8 @@ pub enum MemberState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Assignment {
     pub client: Ipv4Addr,
+    /// The redirected (VIP-side) port: pins are per client and port.
+    pub port: u16,
     pub node: Ipv4Addr,
     /// Time since the client was last seen, in ms (ages, not timestamps: the directors'
     /// clocks are not synchronised).
@@ -304,6 +307,9 @@ pub struct Report {
     pub ports: Vec<PortHealth>,
     /// SHA-256 of the group-relevant config, so status can flag nodes that disagree.
     pub config_digest: [u8; 32],
+    /// That config in words (VIP, VRID, lb_id, port redirects, mode), so a mismatch can be
+    /// shown with both values.
+    pub group_config: String,
     pub software_version: String,
     /// The administrator asked this node to take no new clients.
     pub draining: bool,
@@ -517,6 +523,7 @@ mod test {
             pages: 1,
             assignments: vec![Assignment {
                 client: Ipv4Addr::new(10, 77, 1, 5),
+                port: 9090,
                 node: Ipv4Addr::new(10, 77, 0, 12),
                 idle_ms: 1500,
             }],
@@ -547,6 +554,7 @@ mod test {
                 },
             ],
             config_digest: [0x11; 32],
+            group_config: "vip 10.77.0.100 vrid 51 lb_id 51 ports 9090 mode direct".into(),
             software_version: "0.1.0".into(),
             draining: false,
         })
@@ -555,24 +563,25 @@ mod test {
     /// `announcement()` encoded for lb_id 51 without MAC. Checked in so an accidental
     /// change of the wire format (field order, types, header) fails here.
     const ANNOUNCEMENT_HEX: &str = "\
-        50584841 01 33 01 00 0035\
+        50584841 01 33 01 00 0037\
         0a4d000b 07 02\
         0a4d000b 026e31 0000000000000040 00\
         0a4d000c 026e32 000000000000e03f 01\
         ac02 00 01 01\
-        0a4d0105 0a4d000c dc0b";
+        0a4d0105 8247 0a4d000c dc0b";
 
     /// `report()` encoded for lb_id 51 with HMAC-SHA256 under `KEY` (last 32 bytes, checked
     /// against Python's `hmac.new(key, header_and_body, sha256)`).
     /// Ports and counts are postcard varints (9090 = `82 47`).
     const REPORT_MAC_HEX: &str = "\
-        50584841 01 33 02 01 004e\
+        50584841 01 33 02 01 0086\
         026e32 0a4d000c 0000000000000040 0000803e 02\
         01 8247 8201\
         02 8247 01 00 c910 00 05626f756e64\
         1111111111111111111111111111111111111111111111111111111111111111\
+        37 7669702031302e37372e302e3130302076726964203531206c625f696420353120706f7274732039303930206d6f646520646972656374\
         05302e312e30 00\
-        dd2ee2a20010270474549c1aee555708ddab361bc0e3f33f10bf2e8517ea6d91";
+        19b907b9c69139e8183c68839f73bcc4756e8252b993b26e49d241acbafa7a64";
 
     fn hex(s: &str) -> Vec<u8> {
         let digits: Vec<u8> = s.bytes().filter(|b| b.is_ascii_hexdigit()).collect();
@@ -796,6 +805,7 @@ mod test {
         };
         let pin = Assignment {
             client: Ipv4Addr::new(255, 255, 255, 255),
+            port: u16::MAX,
             node: Ipv4Addr::new(255, 255, 255, 255),
             idle_ms: u32::MAX,
         };
@@ -803,7 +813,7 @@ mod test {
         let bytes = encode(&Message::Announcement(a.clone()), LB, Some(KEY)).unwrap();
         assert!(bytes.len() + 20 <= 65535);
         assert!(decode(&bytes, LB, Some(KEY)).is_ok());
-        a.assignments = vec![pin; 6000];
+        a.assignments = vec![pin; 4500];
         assert!(matches!(
             encode(&Message::Announcement(a), LB, None),
             Err(Error::TooLarge(_))
