@@ -284,10 +284,12 @@ pub fn render_table(status: &Status) -> String {
             .ports
             .iter()
             .map(|p| {
-                if p.listening {
-                    p.port.to_string()
-                } else {
+                if !p.listening {
                     format!("{} DOWN", p.port)
+                } else if n.pinned.is_some() {
+                    format!("{} {:.0} %", p.port, p.share * 100.0)
+                } else {
+                    p.port.to_string()
                 }
             })
             .collect();

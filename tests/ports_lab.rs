@@ -190,6 +190,20 @@ fn a_stopped_listener_moves_only_that_ports_clients_off_the_node() {
         row["reason"]
     );
     println!("{}", g.lab.status_table(&g.daemons[0]).unwrap_or_default());
+    // Where one of the moved clients goes now, per port, and why.
+    let c = g
+        .lab
+        .client_table(&g.daemons[0], on_n2[0])
+        .expect("proxyha status --client");
+    println!("{c}");
+    let ftp_line = c
+        .lines()
+        .find(|l| l.contains("port 2121"))
+        .unwrap_or_default();
+    assert!(
+        ftp_line.contains("pinned") && !ftp_line.contains("n2"),
+        "the moved client is pinned elsewhere for 2121: {c}"
+    );
     assert!(at <= Duration::from_secs(3), "took {at:?}");
     assert_eq!(
         web_moved, 0,
@@ -237,12 +251,19 @@ fn a_stopped_listener_moves_only_that_ports_clients_off_the_node() {
             .and_then(|p| p.iter().find(|x| x["port"] == FTP).cloned())
             .filter(|p| p["share"].as_f64().is_some_and(|s| s > 0.0))
     });
-    assert!(back.is_some(), "n2 back in FTP's pool: {}", g.node_row("n2"));
+    assert!(
+        back.is_some(),
+        "n2 back in FTP's pool: {}",
+        g.node_row("n2")
+    );
     std::thread::sleep(Duration::from_millis(300));
     let fresh = sources(&g.lab, CLIENTS, 101);
     let (per, _) = tally(&fresh, &g.round(&fresh, FTP));
     println!("[ports a] n2's FTP listener back: new FTP clients {per:?}");
-    assert!(per.get("n2").is_some_and(|n| *n > 0), "new FTP clients reach n2 again");
+    assert!(
+        per.get("n2").is_some_and(|n| *n > 0),
+        "new FTP clients reach n2 again"
+    );
 }
 
 #[test]

@@ -561,7 +561,10 @@ impl Cluster {
             self.count("discard_bad_message");
             return;
         }
-        let before = self.members.get(&src).map(|m| self.pool_signature(&m.report));
+        let before = self
+            .members
+            .get(&src)
+            .map(|m| self.pool_signature(&m.report));
         let joined = before.is_none();
         self.check_group(src, &report);
         self.failed.remove(&src);

@@ -382,6 +382,24 @@ level = "debug"
         let bin = self.proxyha_bin()?.to_string_lossy().into_owned();
         run(&bin, &["status", "--control", &control.to_string_lossy()])
     }
+
+    /// `proxyha status --client IP` of a lab proxyha, as an administrator reads it.
+    pub fn client_table(&self, d: &Daemon, client: Ipv4Addr) -> io::Result<String> {
+        let control = d.control.as_ref().ok_or_else(|| {
+            io::Error::other(format!("{} has no control socket", d.kind.as_str()))
+        })?;
+        let bin = self.proxyha_bin()?.to_string_lossy().into_owned();
+        run(
+            &bin,
+            &[
+                "status",
+                "--control",
+                &control.to_string_lossy(),
+                "--client",
+                &client.to_string(),
+            ],
+        )
+    }
 }
 
 impl Daemon {
