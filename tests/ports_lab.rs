@@ -190,7 +190,8 @@ fn a_stopped_listener_moves_only_that_ports_clients_off_the_node() {
         row["reason"]
     );
     println!("{}", g.lab.status_table(&g.daemons[0]).unwrap_or_default());
-    // Where one of the moved clients goes now, per port, and why.
+    // Where one of the moved clients goes now, per port, and why (pins are read every 1 s).
+    std::thread::sleep(Duration::from_millis(1200));
     let c = g
         .lab
         .client_table(&g.daemons[0], on_n2[0])

@@ -1354,7 +1354,15 @@ impl Cluster {
             .redirects
             .iter()
             .map(|r| {
-                if let Some(pin) = pins.iter().find(|a| a.port == r.port) {
+                // A pin to a node that no longer serves the port is void in the kernel too.
+                let valid = |a: &&&Assignment| {
+                    !self.director_role
+                        || self
+                            .members
+                            .get(&a.node)
+                            .is_some_and(|m| Self::serves(&m.report, r))
+                };
+                if let Some(pin) = pins.iter().filter(valid).find(|a| a.port == r.port) {
                     let idle = Duration::from_millis(u64::from(pin.idle_ms)) + age;
                     let left = timeout_s.saturating_sub(idle.as_secs());
                     return ClientPort {
@@ -1684,6 +1692,31 @@ mod tests {
             row.reason
         );
         assert!(row.share > 0.0 && !row.healthy);
+        // A pin to B for 2121 read before the kernel replaced it is void, and said so.
+        let client = Ipv4Addr::new(10, 9, 1, 9);
+        nodes[0].set_pins(&[
+            StickyEntry {
+                client,
+                port: 2121,
+                mark: mark_of(B),
+                expires_ms: 290_000,
+            },
+            StickyEntry {
+                client,
+                port: 9090,
+                mark: mark_of(B),
+                expires_ms: 290_000,
+            },
+        ]);
+        let c = nodes[0].client(t1, client);
+        let by_port: BTreeMap<u16, (Option<Ipv4Addr>, String)> = c
+            .ports
+            .iter()
+            .map(|p| (p.port, (p.node, p.how.clone())))
+            .collect();
+        assert_eq!(by_port[&9090], (Some(B), "pinned".to_string()));
+        assert_eq!(by_port[&2121].1, "new");
+        assert_ne!(by_port[&2121].0, Some(B));
         // Back: logged once as ok, and 2121's pool has B again.
         nodes[1].handle_local_load(two_port_load(true));
         let events: Vec<Event> = std::iter::from_fn(|| nodes[1].poll_event()).collect();
