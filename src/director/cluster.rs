@@ -185,6 +185,9 @@ pub struct Cluster {
     /// New director: the replicated pins to load into the kernel's sticky map, kept in the
     /// desired state until the data path confirms an apply ([`Cluster::preload_applied`]).
     preload: Vec<StickyEntry>,
+    /// Maintenance (`proxyha drain`): our reports say draining, so the director gives us no
+    /// new clients while our pinned clients finish.
+    draining: bool,
 }
 
 impl Cluster {
@@ -229,6 +232,7 @@ impl Cluster {
             replica: BTreeMap::new(),
             replica_of: None,
             preload: Vec::new(),
+            draining: false,
         }
     }
 
@@ -303,6 +307,58 @@ impl Cluster {
             }
         }
         self.update_desired();
+    }
+
+    /// Maintenance mode: while draining, this node's reports say so and the director takes
+    /// it out of the bucket table (no new clients) but keeps forwarding its pinned clients.
+    /// The director hears it with the report sent at once; on the director its own table
+    /// moves at once.
+    pub fn set_draining(&mut self, now: Instant, draining: bool) {
+        if self.draining == draining {
+            return;
+        }
+        self.draining = draining;
+        if self.director_role {
+            self.self_report(now);
+            self.rebuild(now);
+            self.announce();
+        } else {
+            self.send_report();
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// Live reload: takes the new name, capacity, priority, redirects, mode, sticky idle
+    /// time, key and digest in place; members, table and pins stay, so no client moves
+    /// unless its node's eligibility changed. Returns false and changes nothing when `cfg`
+    /// is another node or group (address or `lb_id` differ): the shell starts a new core.
+    pub fn reconfigure(&mut self, now: Instant, cfg: ClusterConfig) -> bool {
+        if cfg.self_addr != self.cfg.self_addr || cfg.lb_id != self.cfg.lb_id {
+            return false;
+        }
+        let ports_changed = cfg.redirects != self.cfg.redirects;
+        self.cfg = cfg;
+        if ports_changed {
+            // Last period's listener map is for the old ports; the shell samples again.
+            self.local.listening.retain(|p, _| {
+                self.cfg.redirects.iter().any(|r| r.to == *p)
+            });
+        }
+        if self.director_role && self.cfg.priority == 0 {
+            // Scanning only from now on; the VRRP core resigns too.
+            self.set_role(now, false);
+        } else if self.director_role {
+            self.self_report(now);
+            self.rebuild(now);
+            self.announce();
+        } else {
+            self.send_report();
+        }
+        self.update_desired();
+        true
     }
 
     /// This node's load for the current period; sent with the next report.
@@ -451,6 +507,11 @@ impl Cluster {
             return;
         }
         let joined = !self.members.contains_key(&src);
+        // Draining (or a port going down) takes effect at once, not at the next period.
+        let eligibility_changed = self
+            .members
+            .get(&src)
+            .is_some_and(|m| Self::eligible(&m.report) != Self::eligible(&report));
         self.members.insert(
             src,
             MemberEntry {
@@ -461,6 +522,8 @@ impl Cluster {
         if joined {
             self.events.push_back(Event::Joined(src));
             // A new node gets clients at once rather than at the next period.
+            self.rebuild(now);
+        } else if eligibility_changed {
             self.rebuild(now);
         }
     }
@@ -609,7 +672,7 @@ impl Cluster {
                 .collect(),
             config_digest: self.cfg.config_digest,
             software_version: env!("CARGO_PKG_VERSION").to_string(),
-            draining: false,
+            draining: self.draining,
         }
     }
 
@@ -1338,5 +1401,85 @@ mod tests {
         while let Some(d) = nodes[0].poll_desired() {
             assert!(director_state(&d).buckets.iter().all(|b| b.is_none()));
         }
+    }
+
+    #[test]
+    fn a_draining_node_gets_no_new_buckets_but_keeps_its_pins_forwarded() {
+        let t0 = Instant::now();
+        let mut nodes = vec![node("a", A, t0), node("b", B, t0), node("c", C, t0)];
+        nodes[0].set_role(t0, true);
+        run(&mut nodes, &[true; 3], t0, t0 + 3 * SEC);
+        assert_eq!(nodes[0].table().counts().get(&B), Some(&100));
+        while nodes[0].poll_desired().is_some() {}
+        let t1 = t0 + 3 * SEC + Duration::from_millis(50);
+        nodes[1].set_draining(t1, true);
+        assert!(nodes[1].is_draining());
+        let sent: Vec<Transmit> = std::iter::from_fn(|| nodes[1].poll_transmit()).collect();
+        assert_eq!(sent.len(), 1, "the report goes out at once: {sent:?}");
+        nodes[0].handle_datagram(t1, B, &sent[0].payload);
+        assert_eq!(nodes[0].table().counts().get(&B), None, "no new clients");
+        let d = nodes[0].poll_desired().expect("a new table");
+        let s = director_state(&d);
+        assert!(s.nodes.contains(&B), "pinned clients are still forwarded to B");
+        assert!(!s.buckets.contains(&Some(B)));
+        let st = nodes[0].nodes();
+        let b = st.iter().find(|n| n.address == B).expect("B still listed");
+        assert_eq!((b.weight, b.share), (0.0, 0.0));
+        // It stays out while draining, and comes back on undrain.
+        run(&mut nodes, &[true; 3], t1, t1 + 3 * SEC);
+        assert_eq!(nodes[0].table().counts().get(&B), None);
+        let t2 = t1 + 3 * SEC + Duration::from_millis(50);
+        nodes[1].set_draining(t2, false);
+        run(&mut nodes, &[true; 3], t2, t2 + SEC);
+        assert_eq!(nodes[0].table().counts().get(&B), Some(&100));
+    }
+
+    #[test]
+    fn a_draining_director_keeps_directing_but_serves_no_new_clients_itself() {
+        let t0 = Instant::now();
+        let mut nodes = vec![node("a", A, t0), node("b", B, t0)];
+        nodes[0].set_role(t0, true);
+        run(&mut nodes, &[true; 2], t0, t0 + 2 * SEC);
+        nodes[0].set_draining(t0 + 2 * SEC, true);
+        assert!(nodes[0].is_director());
+        assert_eq!(nodes[0].table().counts().get(&A), None);
+        assert_eq!(nodes[0].table().counts().get(&B), Some(&300));
+    }
+
+    #[test]
+    fn reconfigure_in_place_keeps_members_and_table() {
+        let t0 = Instant::now();
+        let mut nodes = vec![node("a", A, t0), node("b", B, t0)];
+        nodes[0].set_role(t0, true);
+        run(&mut nodes, &[true; 2], t0, t0 + 2 * SEC);
+        let table = nodes[0].table().table().to_vec();
+        while nodes[0].poll_desired().is_some() {}
+        let mut c = cfg("a", A);
+        c.sticky_idle_s = 60;
+        assert!(nodes[0].reconfigure(t0 + 2 * SEC, c));
+        assert_eq!(nodes[0].table().table(), &table[..], "no client moves");
+        assert_eq!(nodes[0].nodes().len(), 2, "members stay");
+        let d = nodes[0].poll_desired().expect("new sticky timeout");
+        assert_eq!(director_state(&d).sticky_idle_s, 60);
+        // Another address or group is a new core, not a reconfiguration.
+        assert!(!nodes[0].reconfigure(t0, cfg("a", C)));
+        assert!(!nodes[0].reconfigure(
+            t0,
+            ClusterConfig {
+                lb_id: 9,
+                ..cfg("a", A)
+            }
+        ));
+        // Priority 0: the director steps down to the scanning data path.
+        let c = ClusterConfig {
+            priority: 0,
+            ..cfg("a", A)
+        };
+        assert!(nodes[0].reconfigure(t0 + 2 * SEC, c));
+        assert!(!nodes[0].is_director());
+        assert!(matches!(
+            nodes[0].poll_desired().map(|d| d.role),
+            Some(Role::Scanning { .. })
+        ));
     }
 }

@@ -17,6 +17,7 @@
 
 mod cgroup;
 mod daemons;
+mod ops;
 mod probe;
 
 pub use cgroup::CpuCgroup;
