@@ -343,7 +343,11 @@ mod tests {
 
     #[test]
     fn a_port_nobody_listens_on_names_the_redirect_to_remove() {
-        let r = [redirect(9090, 9090), redirect(2121, 2121), redirect(80, 3128)];
+        let r = [
+            redirect(9090, 9090),
+            redirect(2121, 2121),
+            redirect(80, 3128),
+        ];
         let s = [sock(9090, "0.0.0.0", 1), sock(9090, "::1", 1)];
         let checks = assess(&r, &s, &owners());
         assert_eq!(checks.iter().filter(|c| c.ok()).count(), 1);

@@ -889,7 +889,8 @@ impl Cx<'_> {
         };
         let state_dir = match s.get("state_dir") {
             Some(v) => {
-                const RULE: &str = "must be an absolute directory path such as \"/var/lib/proxyha\"";
+                const RULE: &str =
+                    "must be an absolute directory path such as \"/var/lib/proxyha\"";
                 match self.string("control.state_dir", v, RULE) {
                     Some(path) if path.starts_with('/') && !path.contains('\0') => {
                         Some(PathBuf::from(path))

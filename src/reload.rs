@@ -87,12 +87,11 @@ fn redirects(r: &[PortRedirect]) -> String {
 pub fn plan(old: &Config, new: &Config) -> Plan {
     let mut p = Plan::default();
     let Config {
-        node:
-            Node {
-                name,
-                management_ip,
-                capacity,
-            },
+        node: Node {
+            name,
+            management_ip,
+            capacity,
+        },
         ha:
             Ha {
                 interface,
@@ -118,15 +117,30 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
     let r = &mut p.restart;
     change(r, "interface", &o.ha.interface, interface);
     change_opt(r, "management_ip", &o.node.management_ip, management_ip);
-    change(r, "virtual_router_id", &o.ha.virtual_router_id, virtual_router_id);
+    change(
+        r,
+        "virtual_router_id",
+        &o.ha.virtual_router_id,
+        virtual_router_id,
+    );
     change(r, "virtual_ip", &o.ha.virtual_ip, virtual_ip);
-    change(r, "vrrp_version", &o.ha.vrrp_version.number(), &vrrp_version.number());
+    change(
+        r,
+        "vrrp_version",
+        &o.ha.vrrp_version.number(),
+        &vrrp_version.number(),
+    );
     change(r, "lb_id", &o.ha.lb_id, lb_id);
 
     // In place.
     let i = &mut p.in_place;
     change(i, "priority", &o.ha.priority, priority);
-    change(i, "advert_interval_ms", &o.ha.advert_interval_ms, advert_interval_ms);
+    change(
+        i,
+        "advert_interval_ms",
+        &o.ha.advert_interval_ms,
+        advert_interval_ms,
+    );
     change(i, "preempt", &o.ha.preempt, preempt);
     if o.ha.vrrp_checksum != *vrrp_checksum {
         i.push(format!(
@@ -210,7 +224,9 @@ mod tests {
             "advert_interval_ms = 500\npreempt = false\n\
              sticky_idle_s = 60\nmode = \"nat\"\nauth_key = \"0123456789abcdef\"",
         );
-        new.ha.port_redirects.push(PortRedirect { port: 80, to: 3128 });
+        new.ha
+            .port_redirects
+            .push(PortRedirect { port: 80, to: 3128 });
         new.ha.priority = 89;
         new.node.capacity = Some(2.0);
         new.log.level = log::LevelFilter::Debug;
@@ -239,9 +255,8 @@ mod tests {
     #[test]
     fn identity_keys_restart_the_instance() {
         let old = config("");
-        let new = config(
-            "interface = \"eth1\"\nvirtual_router_id = 52\nlb_id = 53\nvrrp_version = 2",
-        );
+        let new =
+            config("interface = \"eth1\"\nvirtual_router_id = 52\nlb_id = 53\nvrrp_version = 2");
         let new = Config {
             ha: Ha {
                 virtual_ip: "10.1.0.101".parse().unwrap_or(new.ha.virtual_ip),

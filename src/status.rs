@@ -597,13 +597,19 @@ mod tests {
     fn draining_shows_in_the_table_and_the_json() {
         let mut status = sample();
         assert!(render_table(&status).contains("maintenance      no\n"));
-        assert_eq!(serde_json::to_value(&status).unwrap_or_default()["draining"], false);
+        assert_eq!(
+            serde_json::to_value(&status).unwrap_or_default()["draining"],
+            false
+        );
         status.draining = true;
         assert!(
             render_table(&status)
                 .contains("maintenance      DRAINING (no new clients; pinned clients finish;")
         );
-        assert_eq!(serde_json::to_value(&status).unwrap_or_default()["draining"], true);
+        assert_eq!(
+            serde_json::to_value(&status).unwrap_or_default()["draining"],
+            true
+        );
         // A status from an older daemon without the field still reads.
         let mut value = serde_json::to_value(sample()).unwrap_or_default();
         if let Some(map) = value.as_object_mut() {

@@ -181,8 +181,15 @@ fn drain_prints_the_confirmation_and_reload_the_refusal_with_line_and_column() {
         "{\"error\":\"reload refused, the running configuration is kept:\\n/etc/proxyha/proxyha.toml:7:12: ha.priority = 300: must be 0..=254\"}\n",
     );
     let out = proxyha(&["reload", "--control", socket.to_str().unwrap()]);
-    assert_eq!(server.join().ok().as_deref(), Some("{\"cmd\":\"reload\"}\n"));
-    assert_eq!(out.status.code(), Some(1), "a refused reload exits 1: {out:?}");
+    assert_eq!(
+        server.join().ok().as_deref(),
+        Some("{\"cmd\":\"reload\"}\n")
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a refused reload exits 1: {out:?}"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("proxyha.toml:7:12: ha.priority = 300: must be 0..=254"),
@@ -198,7 +205,9 @@ fn check_with_an_unreadable_config_is_exit_2() {
     let bad = temp_file("check-bad.toml", "[ha]\npriority = 300\n");
     let out = proxyha(&["check", "-v", "--config", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("check-bad.toml:2:12: ha.priority = 300"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("check-bad.toml:2:12: ha.priority = 300")
+    );
     let out = proxyha(&["check", "--frobnicate"]);
     assert_eq!(out.status.code(), Some(2), "usage error: {out:?}");
 }

@@ -49,7 +49,8 @@ pub fn load(state_dir: &Path) -> Result<Maintenance, String> {
 /// Writes `m` atomically; the directory is created (0755) if missing.
 pub fn save(state_dir: &Path, m: Maintenance) -> Result<(), String> {
     let path = path(state_dir);
-    let mut text = serde_json::to_vec(&m).map_err(|e| format!("encoding maintenance state: {e}"))?;
+    let mut text =
+        serde_json::to_vec(&m).map_err(|e| format!("encoding maintenance state: {e}"))?;
     text.push(b'\n');
     write_atomic(&path, &text).map_err(|e| {
         format!(
@@ -96,10 +97,7 @@ mod tests {
     use super::*;
 
     fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "proxyha-maint-{}-{name}",
-            std::process::id()
-        ));
+        let dir = std::env::temp_dir().join(format!("proxyha-maint-{}-{name}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         dir
     }
@@ -107,7 +105,11 @@ mod tests {
     #[test]
     fn round_trip_creates_the_directory_and_leaves_no_temp_file() {
         let dir = scratch("rt").join("nested");
-        assert_eq!(load(&dir), Ok(Maintenance::default()), "no file: not draining");
+        assert_eq!(
+            load(&dir),
+            Ok(Maintenance::default()),
+            "no file: not draining"
+        );
         assert_eq!(save(&dir, Maintenance { draining: true }), Ok(()));
         assert_eq!(load(&dir), Ok(Maintenance { draining: true }));
         assert_eq!(save(&dir, Maintenance { draining: false }), Ok(()));
@@ -130,8 +132,10 @@ mod tests {
         let _ = fs::write(path(&dir), "{\"draining\": tru");
         let err = load(&dir).err().unwrap_or_default();
         assert!(
-            err.starts_with(&format!("maintenance state {} is not valid", path(&dir).display()))
-                && err.ends_with("run proxyha drain or proxyha undrain to rewrite it"),
+            err.starts_with(&format!(
+                "maintenance state {} is not valid",
+                path(&dir).display()
+            )) && err.ends_with("run proxyha drain or proxyha undrain to rewrite it"),
             "{err}"
         );
         let _ = fs::remove_dir_all(&dir);

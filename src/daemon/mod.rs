@@ -601,7 +601,9 @@ impl Shell {
             ))
         } else {
             log::info!("maintenance: undrained");
-            Response::Ok(format!("{name} is back in service: new clients come here again"))
+            Response::Ok(format!(
+                "{name} is back in service: new clients come here again"
+            ))
         }
     }
 

@@ -21,7 +21,8 @@ impl Shell {
     ) -> Result<String, String> {
         let started = Instant::now();
         let Some(path) = self.config_path.clone() else {
-            let e = "reload refused: this supervisor was not started from a config file".to_string();
+            let e =
+                "reload refused: this supervisor was not started from a config file".to_string();
             log::error!("{e}");
             return Err(e);
         };
@@ -69,7 +70,10 @@ impl Shell {
                 lb.worker.teardown().await;
             }
             (Some(mut lb), true) => {
-                if lb.cluster.reconfigure(now, cluster_config(&new, self.primary)) {
+                if lb
+                    .cluster
+                    .reconfigure(now, cluster_config(&new, self.primary))
+                {
                     lb.sampler
                         .set_ports(new.ha.port_redirects.iter().map(|r| r.to).collect());
                     lb.sample();

@@ -343,9 +343,9 @@ impl Cluster {
         self.cfg = cfg;
         if ports_changed {
             // Last period's listener map is for the old ports; the shell samples again.
-            self.local.listening.retain(|p, _| {
-                self.cfg.redirects.iter().any(|r| r.to == *p)
-            });
+            self.local
+                .listening
+                .retain(|p, _| self.cfg.redirects.iter().any(|r| r.to == *p));
         }
         if self.director_role && self.cfg.priority == 0 {
             // Scanning only from now on; the VRRP core resigns too.
@@ -1420,7 +1420,10 @@ mod tests {
         assert_eq!(nodes[0].table().counts().get(&B), None, "no new clients");
         let d = nodes[0].poll_desired().expect("a new table");
         let s = director_state(&d);
-        assert!(s.nodes.contains(&B), "pinned clients are still forwarded to B");
+        assert!(
+            s.nodes.contains(&B),
+            "pinned clients are still forwarded to B"
+        );
         assert!(!s.buckets.contains(&Some(B)));
         let st = nodes[0].nodes();
         let b = st.iter().find(|n| n.address == B).expect("B still listed");

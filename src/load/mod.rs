@@ -656,7 +656,10 @@ cpu0 1 0 0 1 0 0 0 0 0 0\ncpu1 1 0 0 1 0 0 0 0 0 0\n";
         assert_eq!(as_listeners, plain);
         // A line cut before the inode column is skipped, not misread.
         assert_eq!(
-            listen_sockets("   0: 00000000:2382 00000000:0000 0A 0:0 00:0 0 0 0\n", &[9090]),
+            listen_sockets(
+                "   0: 00000000:2382 00000000:0000 0A 0:0 00:0 0 0 0\n",
+                &[9090]
+            ),
             vec![]
         );
     }

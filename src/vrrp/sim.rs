@@ -1500,7 +1500,11 @@ fn reload_to_priority_zero_resigns_and_scans_and_back_makes_a_candidate() {
     let at = sim.now;
     assert!(sim.reconfigure(0, cfg(11, 0)));
     assert_eq!(sim.router(0).state(), State::Scanning);
-    assert_eq!(sim.adverts_from(0).last(), Some(&(at, 0)), "sent 0 priority");
+    assert_eq!(
+        sim.adverts_from(0).last(),
+        Some(&(at, 0)),
+        "sent 0 priority"
+    );
     sim.run_to(20 * SEC);
     assert_eq!(sim.masters(), vec![1], "n2 took over after its Skew_Time");
     assert_eq!(sim.became_master_at(1), vec![at + DELAY + skew(89, SEC)]);
@@ -1524,6 +1528,9 @@ fn reload_with_another_vrid_or_address_is_refused_for_a_restart() {
     assert!(!sim.reconfigure(0, cfg(21, 99)));
     assert_eq!(sim.router(0).config(), &cfg(11, 99), "unchanged");
     let before = sim.adverts_from(0).len();
-    assert!(sim.reconfigure(0, cfg(11, 99)), "the same config is a no-op");
+    assert!(
+        sim.reconfigure(0, cfg(11, 99)),
+        "the same config is a no-op"
+    );
     assert_eq!(sim.adverts_from(0).len(), before);
 }
