@@ -623,7 +623,8 @@ impl Shell {
             vip_owner: self.vip_owned && router.state() == State::Master,
             master: router.master(),
             master_priority: router.master_priority(),
-            advert_interval_ms: self.config.advert_interval().as_millis() as u64,
+            // As documented on the field: ours as master, the adopted one as backup.
+            advert_interval_ms: router.master_advert_interval().as_millis() as u64,
             vrrp_version: ha.vrrp_version.number(),
             preempt: ha.preempt,
             link_up: self.link.up,
