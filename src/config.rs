@@ -26,6 +26,8 @@ use crate::wire::vrrp::{ChecksumMode, Version};
 pub const DEFAULT_PATH: &str = "/etc/proxyha/proxyha.toml";
 /// The control socket without `[control] socket` or `--control`.
 pub const DEFAULT_SOCKET: &str = "/run/proxyha/control.sock";
+/// Where the supervisor keeps state that must survive a restart (maintenance mode).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/proxyha";
 
 /// A validated configuration: every field holds an allowed value.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,10 +129,12 @@ impl fmt::Display for Mode {
     }
 }
 
-/// `[control]`: the Unix socket `proxyha status` talks to.
+/// `[control]`: the Unix socket `proxyha status` talks to, and the state directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Control {
     pub socket: PathBuf,
+    /// State that survives a supervisor restart (`proxyha drain`), written atomically.
+    pub state_dir: PathBuf,
 }
 
 /// `[log]`.
@@ -303,6 +307,7 @@ port_redirects = [9090, 2121]    # ports shared by the group; or { port = 80, to
 
 [control]
 # socket = "/run/proxyha/control.sock"
+# state_dir = "/var/lib/proxyha"  # maintenance state (proxyha drain) kept across restarts
 
 [log]
 # target = "syslog"              # "syslog" | "stderr" | "file:/absolute/path"
@@ -332,7 +337,7 @@ const HA_KEYS: &[&str] = &[
     "auth_key",
     "drain",
 ];
-const CONTROL_KEYS: &[&str] = &["socket"];
+const CONTROL_KEYS: &[&str] = &["socket", "state_dir"];
 const LOG_KEYS: &[&str] = &["target", "level"];
 const REDIRECT_KEYS: &[&str] = &["port", "to"];
 
@@ -923,11 +928,34 @@ impl Cx<'_> {
     }
 
     fn control(&mut self, s: &Section<'_, '_>) -> Option<Control> {
-        let Some(v) = s.get("socket") else {
-            return Some(Control {
-                socket: PathBuf::from(DEFAULT_SOCKET),
-            });
+        let socket = match s.get("socket") {
+            Some(v) => self.socket(v),
+            None => Some(PathBuf::from(DEFAULT_SOCKET)),
         };
+        let state_dir = match s.get("state_dir") {
+            Some(v) => {
+                const RULE: &str =
+                    "must be an absolute directory path such as \"/var/lib/proxyha\"";
+                match self.string("control.state_dir", v, RULE) {
+                    Some(path) if path.starts_with('/') && !path.contains('\0') => {
+                        Some(PathBuf::from(path))
+                    }
+                    Some(_) => {
+                        self.bad("control.state_dir", v, RULE);
+                        None
+                    }
+                    None => None,
+                }
+            }
+            None => Some(PathBuf::from(DEFAULT_STATE_DIR)),
+        };
+        Some(Control {
+            socket: socket?,
+            state_dir: state_dir?,
+        })
+    }
+
+    fn socket(&mut self, v: &Value<'_>) -> Option<PathBuf> {
         const RULE: &str = "must be an absolute path such as \"/run/proxyha/control.sock\"";
         let path = self.string("control.socket", v, RULE)?;
         if !path.starts_with('/') || path.ends_with('/') {
@@ -944,9 +972,7 @@ impl Cx<'_> {
             );
             return None;
         }
-        Some(Control {
-            socket: PathBuf::from(path),
-        })
+        Some(PathBuf::from(path))
     }
 
     fn log(&mut self, s: &Section<'_, '_>) -> Option<Log> {
@@ -1166,6 +1192,7 @@ mod tests {
         assert_eq!(ha.sticky_idle_s, 300);
         assert_eq!(ha.mode, Mode::Direct);
         assert_eq!(config.control.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(config.control.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
         assert_eq!(config.log.target, LogTarget::Syslog);
         assert_eq!(config.log.level, LevelFilter::Info);
     }
@@ -1197,6 +1224,7 @@ drain = "node"
 
 [control]
 socket = "/tmp/p.sock"
+state_dir = "/srv/proxyha/state"
 
 [log]
 target = "file:/var/log/proxyha.log"
@@ -1238,7 +1266,8 @@ level = "debug"
                     drain: Drain::Node,
                 },
                 control: Control {
-                    socket: "/tmp/p.sock".into()
+                    socket: "/tmp/p.sock".into(),
+                    state_dir: "/srv/proxyha/state".into(),
                 },
                 log: Log {
                     target: LogTarget::File("/var/log/proxyha.log".into()),
@@ -1597,7 +1626,7 @@ target = "syslog"                # "syslog" | "stderr" | "file:/path"
         );
         assert_eq!(
             error(&format!("{MINIMAL}[control]\npath = \"/x\"\n")),
-            "proxyha.toml:5:1: unknown key control.path; allowed keys in [control]: socket"
+            "proxyha.toml:5:1: unknown key control.path; allowed keys in [control]: socket, state_dir"
         );
         assert_eq!(
             error(&format!("{MINIMAL}[log]\nlevl = \"info\"\n")),
@@ -1620,6 +1649,14 @@ target = "syslog"                # "syslog" | "stderr" | "file:/path"
             (
                 "[control]\nsocket = \"run/x.sock\"",
                 "proxyha.toml:5:10: control.socket = \"run/x.sock\": must be an absolute path such as \"/run/proxyha/control.sock\"",
+            ),
+            (
+                "[control]\nstate_dir = \"var/lib/proxyha\"",
+                "proxyha.toml:5:13: control.state_dir = \"var/lib/proxyha\": must be an absolute directory path such as \"/var/lib/proxyha\"",
+            ),
+            (
+                "[control]\nstate_dir = 5",
+                "proxyha.toml:5:13: control.state_dir = 5: must be an absolute directory path such as \"/var/lib/proxyha\"",
             ),
             (
                 "[log]\ntarget = \"file:log.txt\"",

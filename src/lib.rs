@@ -5,6 +5,7 @@
 //! files and clocks). `config`, `status` and `logging` are shared plain-data modules.
 #![deny(unsafe_code)]
 
+pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
@@ -12,6 +13,7 @@ pub mod director;
 pub mod lab;
 pub mod load;
 pub mod logging;
+pub mod reload;
 pub mod status;
 pub mod vrrp;
 pub mod wire;

@@ -61,6 +61,20 @@ pub fn init(target: &LogTarget, level: LevelFilter) -> Result<(), LoggingError> 
     Ok(())
 }
 
+/// The level a reload set (`LevelFilter as usize + 1`; 0: the one `init` was given).
+static RELOADED_LEVEL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Changes the level of the installed logger (live reload of `log.level`).
+pub fn set_level(level: LevelFilter) {
+    RELOADED_LEVEL.store(level as usize + 1, std::sync::atomic::Ordering::Relaxed);
+    log::set_max_level(level);
+}
+
+fn reloaded_level() -> Option<LevelFilter> {
+    let n = RELOADED_LEVEL.load(std::sync::atomic::Ordering::Relaxed);
+    LevelFilter::iter().find(|l| *l as usize + 1 == n)
+}
+
 /// One stderr/file line (without the newline) for a record at `level` logged at `now`.
 pub fn format_line(now: SystemTime, pid: u32, level: Level, message: &str) -> String {
     let mut line = String::with_capacity(48 + message.len());
@@ -226,7 +240,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= self.level
+        metadata.level() <= reloaded_level().unwrap_or(self.level)
     }
 
     fn log(&self, record: &Record) {

@@ -39,6 +39,32 @@ enum Command {
         #[arg(long, value_name = "IP")]
         client: Option<std::net::Ipv4Addr>,
     },
+    /// Check that every redirected port listens on the wildcard address (exit 0 if so, 1 if not)
+    Check {
+        /// One line per port, with the bound addresses and the owning process
+        #[arg(short, long)]
+        verbose: bool,
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Maintenance: no new clients for this node, pinned clients finish (kept across restarts)
+    Drain {
+        /// Control socket of the supervisor [default: as for status]
+        #[arg(long)]
+        control: Option<PathBuf>,
+    },
+    /// End maintenance: new clients come to this node again
+    Undrain {
+        /// Control socket of the supervisor [default: as for status]
+        #[arg(long)]
+        control: Option<PathBuf>,
+    },
+    /// Make the supervisor re-read its configuration file (as SIGHUP does)
+    Reload {
+        /// Control socket of the supervisor [default: as for status]
+        #[arg(long)]
+        control: Option<PathBuf>,
+    },
     /// Configuration tools
     Config {
         #[command(subcommand)]
@@ -65,6 +91,10 @@ fn main() -> ExitCode {
             control,
             client,
         } => status(json, control, client),
+        Command::Check { verbose, config } => check(&config, verbose),
+        Command::Drain { control } => command(control, Request::Drain),
+        Command::Undrain { control } => command(control, Request::Undrain),
+        Command::Reload { control } => command(control, Request::Reload),
         Command::Config {
             command: ConfigCommand::Check { path },
         } => match Config::load(&path) {
@@ -117,7 +147,7 @@ fn run(path: &Path) -> ExitCode {
     };
     let result = rt.block_on(async {
         let shutdown = shutdown_signal()?;
-        proxyha::daemon::run(config, shutdown).await
+        proxyha::daemon::run(config, Some(path.to_path_buf()), shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -144,12 +174,76 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, proxyha::d
     })
 }
 
-fn status(json: bool, control: Option<PathBuf>, client: Option<std::net::Ipv4Addr>) -> ExitCode {
-    let socket = control.unwrap_or_else(|| {
+/// `--control`, else `control.socket` of the default config, else the default socket.
+fn control_socket(control: Option<PathBuf>) -> PathBuf {
+    control.unwrap_or_else(|| {
         Config::load(Path::new(config::DEFAULT_PATH))
             .map(|c| c.control.socket)
             .unwrap_or_else(|_| PathBuf::from(config::DEFAULT_SOCKET))
-    });
+    })
+}
+
+/// `proxyha check`: 0 all ports fine, 1 a port needs attention (or /proc unreadable),
+/// 2 the config cannot be read.
+fn check(path: &Path, verbose: bool) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match proxyha::check::run(&config, verbose) {
+        Ok((text, ok)) => {
+            print!("{text}");
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("proxyha: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A control request whose answer is one confirmation line: drain, undrain, reload.
+fn command(control: Option<PathBuf>, request: Request) -> ExitCode {
+    let socket = control_socket(control);
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(status::request(&socket, &request)) {
+        Ok(Response::Ok(text)) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Ok(Response::Error(e)) => {
+            eprintln!("proxyha: {e}");
+            ExitCode::FAILURE
+        }
+        Ok(Response::Status(_) | Response::Client(_)) => {
+            eprintln!(
+                "proxyha: {} answered with a status, not a confirmation; are proxyha and proxyha run the same version?",
+                socket.display()
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("proxyha: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn status(json: bool, control: Option<PathBuf>, client: Option<std::net::Ipv4Addr>) -> ExitCode {
+    let socket = control_socket(control);
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -189,6 +283,13 @@ fn status(json: bool, control: Option<PathBuf>, client: Option<std::net::Ipv4Add
                 print!("{}", status::render_table(&s));
             }
             ExitCode::SUCCESS
+        }
+        Ok(Response::Ok(text)) => {
+            eprintln!(
+                "proxyha: {} answered {text:?} instead of a status; are proxyha and proxyha run the same version?",
+                socket.display()
+            );
+            ExitCode::FAILURE
         }
         Ok(Response::Error(e)) => {
             eprintln!("proxyha: {e}");

@@ -59,6 +59,9 @@ pub struct Status {
     /// On the director every member; on a scanning node the director and itself.
     #[serde(default)]
     pub nodes: Vec<NodeStatus>,
+    /// Maintenance (`proxyha drain`): no new clients come to this node; pinned ones finish.
+    #[serde(default)]
+    pub draining: bool,
     /// Peers whose group settings differ from ours: a membership report with another
     /// config digest, or a VRRP advert for our VRID with another VIP list.
     #[serde(default)]
@@ -240,6 +243,15 @@ pub fn render_table(status: &Status) -> String {
         p => p.to_string(),
     };
     rows.push(("priority", priority));
+    rows.push((
+        "maintenance",
+        if status.draining {
+            "DRAINING (no new clients; pinned clients finish; proxyha undrain ends it)"
+        } else {
+            "no"
+        }
+        .to_string(),
+    ));
     rows.push(("vrid", status.vrid.to_string()));
     rows.push(("lb_id", status.lb_id.to_string()));
     rows.push((
@@ -367,7 +379,8 @@ fn yes_no(b: bool) -> &'static str {
 // ---------------------------------------------------------------------------------------
 // Control protocol
 
-/// A request line: `{"cmd":"status"}`.
+/// A request line: `{"cmd":"status"}`, `{"cmd":"drain"}`, `{"cmd":"undrain"}`,
+/// `{"cmd":"reload"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
@@ -376,14 +389,22 @@ pub enum Request {
     Client {
         ip: Ipv4Addr,
     },
+    /// Maintenance on: no new clients, pinned ones finish; kept across restarts.
+    Drain,
+    /// Maintenance off.
+    Undrain,
+    /// Re-read the configuration file the supervisor was started with.
+    Reload,
 }
 
-/// A response line: `{"status":{...}}` or `{"error":"..."}`.
+/// A response line: `{"status":{...}}`, `{"ok":"..."}` (a command's confirmation) or
+/// `{"error":"..."}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Response {
     Status(Status),
     Client(ClientStatus),
+    Ok(String),
     Error(String),
 }
 
@@ -608,6 +629,7 @@ mod tests {
                 theirs: "vip 10.10.74.74 vrid 51 lb_id 51 ports [9090, 2121] mode nat".into(),
             }],
             direct_only_ports: vec![22, 9091],
+            draining: false,
         }
     }
 
@@ -663,6 +685,18 @@ mod tests {
             Some(Request::Status)
         );
         assert!(decode_line::<Request>(b"{\"cmd\":\"reboot\"}").is_err());
+        for (req, line) in [
+            (Request::Drain, &b"{\"cmd\":\"drain\"}\n"[..]),
+            (Request::Undrain, b"{\"cmd\":\"undrain\"}\n"),
+            (Request::Reload, b"{\"cmd\":\"reload\"}\n"),
+        ] {
+            assert_eq!(encode_line(&req), line);
+            assert_eq!(decode_line::<Request>(line).ok(), Some(req));
+        }
+        assert_eq!(
+            encode_line(&Response::Ok("draining".into())),
+            b"{\"ok\":\"draining\"}\n"
+        );
         assert_eq!(
             encode_line(&Response::Error("no such command".into())),
             b"{\"error\":\"no such command\"}\n"
@@ -699,6 +733,32 @@ mod tests {
             table.lines().all(|l| l.len() > 17 && &l[15..17] == "  "),
             "{table}"
         );
+    }
+
+    #[test]
+    fn draining_shows_in_the_table_and_the_json() {
+        let mut status = sample();
+        assert!(render_table(&status).contains("maintenance      no\n"));
+        assert_eq!(
+            serde_json::to_value(&status).unwrap_or_default()["draining"],
+            false
+        );
+        status.draining = true;
+        assert!(
+            render_table(&status)
+                .contains("maintenance      DRAINING (no new clients; pinned clients finish;")
+        );
+        assert_eq!(
+            serde_json::to_value(&status).unwrap_or_default()["draining"],
+            true
+        );
+        // A status from an older daemon without the field still reads.
+        let mut value = serde_json::to_value(sample()).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            map.remove("draining");
+        }
+        let back: Option<Status> = serde_json::from_value(value).ok();
+        assert_eq!(back.map(|s| s.draining), Some(false));
     }
 
     #[test]
@@ -764,7 +824,7 @@ mod tests {
             let req: Request = decode_line(&line).ok()?;
             let answer = match req {
                 Request::Status => Response::Status(sample()),
-                Request::Client { .. } => Response::Error("not in this test".into()),
+                _ => Response::Error("unexpected".into()),
             };
             stream
                 .get_mut()

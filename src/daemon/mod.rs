@@ -4,12 +4,15 @@
 //! and nothing here needs parallelism, and one thread keeps advert timing predictable.
 
 mod control;
+pub mod maintenance;
 pub mod netlink;
+mod reload;
 mod sockets;
 mod worker;
 
 use std::future::Future;
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
@@ -63,6 +66,12 @@ struct Shell {
     takeover: Option<Instant>,
     /// Load sharing (issue 3), when `ha.port_redirects` is not empty.
     lb: Option<LoadSharing>,
+    /// Maintenance (`proxyha drain`), as kept in `[control] state_dir`.
+    draining: bool,
+    /// The file `proxyha run` read its config from; SIGHUP and `proxyha reload` re-read it.
+    config_path: Option<PathBuf>,
+    /// For the data-path worker of a load-sharing core started by a reload.
+    done_tx: tokio::sync::mpsc::UnboundedSender<Done>,
 }
 
 /// The membership core and its I/O: protocol-253 socket, load sampler, data-path worker.
@@ -85,8 +94,13 @@ struct LoadSharing {
 }
 
 /// Runs the supervisor until `shutdown` completes, then leaves the group cleanly:
-/// priority-0 advert, VIP removed, control socket removed.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+/// priority-0 advert, VIP removed, control socket removed. `config_path` is the file
+/// `config` came from: SIGHUP and `proxyha reload` re-read it (`None`: reload refused).
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
     let (conn, handle, _) = rtnetlink::new_connection()?;
     tokio::spawn(conn);
     let ifname = config.ha.interface.clone();
@@ -105,43 +119,30 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let vrrp = VrrpSocket::open(&ifname, link.index, primary)?;
     let garp = GarpSocket::open(link.index)?;
     let (_control, mut requests) = control::ControlServer::start(&config.control.socket).await?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+
+    // A drained node stays drained across restarts (and reboots).
+    let draining = match maintenance::load(&config.control.state_dir) {
+        Ok(m) => m.draining,
+        Err(e) => {
+            log::error!("{e}; starting in service");
+            false
+        }
+    };
+    if draining {
+        log::info!(
+            "maintenance: draining (no new clients; pinned clients finish); restored from {}",
+            maintenance::path(&config.control.state_dir).display()
+        );
+    }
 
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
     let lb = if config.ha.port_redirects.is_empty() {
         log::info!("no ha.port_redirects: load sharing off, VRRP only");
         None
     } else {
-        let lo = netlink::link_by_name(&handle, "lo").await?;
-        let socket = MembershipSocket::open(&ifname)?;
-        let ports: Vec<u16> = config.ha.port_redirects.iter().map(|r| r.to).collect();
-        let sampler = Sampler::new(
-            SamplerPaths::default(),
-            ports,
-            crate::load::Ewma::DEFAULT_TAU,
-        );
-        let worker = Worker::start(done_tx.clone())?;
-        let mut cluster = Cluster::new(cluster_config(&config, primary));
-        cluster.handle_startup(Instant::now());
-        Some(LoadSharing {
-            cluster,
-            socket,
-            sampler,
-            worker,
-            lo,
-            last_sample: Instant::now(),
-            ticks: 0,
-            redirected_ports: config
-                .ha
-                .port_redirects
-                .iter()
-                .flat_map(|r| [r.port, r.to])
-                .collect(),
-            direct_only: Vec::new(),
-            desired: None,
-            retry_at: None,
-        })
+        Some(LoadSharing::start(&config, primary, &handle, draining, done_tx.clone()).await?)
     };
-    drop(done_tx);
 
     let mut router = Router::new(router_config(&config, primary));
     let mut shell = Shell {
@@ -156,6 +157,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         last_send_error_log: None,
         takeover: None,
         lb,
+        draining,
+        config_path,
+        done_tx,
     };
     log::info!(
         "proxyha {} starting on {ifname} ({primary}), VRID {}, priority {}, VIP {vip}, link {}",
@@ -293,8 +297,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                                 .into(),
                         ),
                     },
+                    Request::Drain => shell.set_draining(true),
+                    Request::Undrain => shell.set_draining(false),
+                    Request::Reload => match shell.reload(&mut router, &mut link_events).await {
+                        Ok(text) => Response::Ok(text),
+                        Err(e) => Response::Error(e),
+                    },
                 };
                 let _ = reply.send(response);
+            }
+            Some(()) = hangup.recv() => {
+                log::info!("reload: SIGHUP");
+                // The outcome is logged either way; nobody waits for an answer.
+                let _ = shell.reload(&mut router, &mut link_events).await;
             }
         }
         shell.execute(&mut router).await;
@@ -326,6 +341,42 @@ async fn recv_membership(lb: Option<&LoadSharing>, buf: &mut [u8]) -> std::io::R
 }
 
 impl LoadSharing {
+    /// Opens the membership socket, starts the data-path worker and the membership core.
+    async fn start(
+        config: &Config,
+        primary: Ipv4Addr,
+        handle: &rtnetlink::Handle,
+        draining: bool,
+        done_tx: tokio::sync::mpsc::UnboundedSender<Done>,
+    ) -> Result<LoadSharing, DaemonError> {
+        let lo = netlink::link_by_name(handle, "lo").await?;
+        let socket = MembershipSocket::open(&config.ha.interface)?;
+        let ports: Vec<u16> = config.ha.port_redirects.iter().map(|r| r.to).collect();
+        let sampler = Sampler::new(
+            SamplerPaths::default(),
+            ports,
+            crate::load::Ewma::DEFAULT_TAU,
+        );
+        let worker = Worker::start(done_tx)?;
+        let now = Instant::now();
+        let mut cluster = Cluster::new(cluster_config(config, primary));
+        cluster.set_draining(now, draining);
+        cluster.handle_startup(now);
+        Ok(LoadSharing {
+            cluster,
+            socket,
+            sampler,
+            worker,
+            lo,
+            last_sample: now,
+            ticks: 0,
+            redirected_ports: redirected_ports(config),
+            direct_only: Vec::new(),
+            desired: None,
+            retry_at: None,
+        })
+    }
+
     /// Reads /proc (a few small files; fast enough to do inline) into the core.
     fn sample(&mut self) {
         let now = Instant::now();
@@ -383,6 +434,16 @@ fn cluster_config(config: &Config, primary: Ipv4Addr) -> ClusterConfig {
     c.group_config = group_config(config);
     c.config_digest = Sha256::digest(c.group_config.as_bytes()).into();
     c
+}
+
+/// Both sides of every redirect: never listed as direct-only.
+fn redirected_ports(config: &Config) -> Vec<u16> {
+    config
+        .ha
+        .port_redirects
+        .iter()
+        .flat_map(|r| [r.port, r.to])
+        .collect()
 }
 
 /// The settings every node of a group must share (issue 4 §6), in words: the digest in the
@@ -561,6 +622,45 @@ impl Shell {
         self.config.ha.virtual_router_id
     }
 
+    /// `proxyha drain` / `proxyha undrain`: the state is saved first, so what the node does
+    /// is what survives a restart; a failed save changes nothing.
+    fn set_draining(&mut self, draining: bool) -> Response {
+        let name = &self.config.node.name;
+        if draining == self.draining {
+            return Response::Ok(if draining {
+                format!("{name} is already draining; proxyha undrain ends it")
+            } else {
+                format!("{name} is in service (not draining)")
+            });
+        }
+        let dir = &self.config.control.state_dir;
+        if let Err(e) = maintenance::save(dir, maintenance::Maintenance { draining }) {
+            log::error!("maintenance: {e}");
+            return Response::Error(e);
+        }
+        self.draining = draining;
+        if let Some(lb) = self.lb.as_mut() {
+            lb.cluster.set_draining(Instant::now(), draining);
+        }
+        if draining {
+            log::info!("maintenance: draining (no new clients; pinned clients finish)");
+            let note = if self.lb.is_none() {
+                " (load sharing is off: no ha.port_redirects; it applies once they are set)"
+            } else {
+                ""
+            };
+            Response::Ok(format!(
+                "{name} is draining: no new clients come here, pinned clients finish{note}; \
+                 kept across restarts; proxyha undrain ends it"
+            ))
+        } else {
+            log::info!("maintenance: undrained");
+            Response::Ok(format!(
+                "{name} is back in service: new clients come here again"
+            ))
+        }
+    }
+
     fn status(&self, router: &Router) -> Status {
         let now = Instant::now();
         let ha = &self.config.ha;
@@ -577,7 +677,8 @@ impl Shell {
             vip_owner: self.vip_owned && router.state() == State::Master,
             master: router.master(),
             master_priority: router.master_priority(),
-            advert_interval_ms: self.config.advert_interval().as_millis() as u64,
+            // As documented on the field: ours as master, the adopted one as backup.
+            advert_interval_ms: router.master_advert_interval().as_millis() as u64,
             vrrp_version: ha.vrrp_version.number(),
             preempt: ha.preempt,
             link_up: self.link.up,
@@ -608,6 +709,7 @@ impl Shell {
                 .as_ref()
                 .map(|lb| lb.direct_only.clone())
                 .unwrap_or_default(),
+            draining: self.draining,
         }
     }
 

@@ -212,8 +212,6 @@ pub struct Cluster {
     tables: BTreeMap<u16, BucketTable>,
     /// The eligible set each port's table was last built for.
     table_nodes: BTreeMap<u16, BTreeSet<Ipv4Addr>>,
-    /// This node takes no new clients (`proxyha drain`).
-    draining: bool,
     /// Port monitor: the listener ports last reported not fine, with the reason.
     port_failures: BTreeMap<u16, String>,
     /// Director: members dropped for silence, shown in status for [`FAILED_SHOWN`].
@@ -243,6 +241,9 @@ pub struct Cluster {
     /// New director: the replicated pins to load into the kernel's sticky map, kept in the
     /// desired state until the data path confirms an apply ([`Cluster::preload_applied`]).
     preload: Vec<StickyEntry>,
+    /// Maintenance (`proxyha drain`): our reports say draining, so the director gives us no
+    /// new clients while our pinned clients finish.
+    draining: bool,
 }
 
 impl Cluster {
@@ -260,7 +261,6 @@ impl Cluster {
             weights: Weights::new(FeedbackParams::default()),
             tables: BTreeMap::new(),
             table_nodes: BTreeMap::new(),
-            draining: false,
             port_failures: BTreeMap::new(),
             failed: BTreeMap::new(),
             mismatch_logged: BTreeMap::new(),
@@ -291,6 +291,7 @@ impl Cluster {
             replica: BTreeMap::new(),
             replica_of: None,
             preload: Vec::new(),
+            draining: false,
         }
     }
 
@@ -321,16 +322,6 @@ impl Cluster {
     fn empty_table(&self) -> BucketTable {
         BucketTable::new(self.cfg.buckets)
             .unwrap_or_else(|_| unreachable!("size checked in Cluster::new"))
-    }
-
-    /// Maintenance (`proxyha drain`): a draining node's report asks for no new clients;
-    /// its pinned clients finish.
-    pub fn set_draining(&mut self, draining: bool) {
-        self.draining = draining;
-    }
-
-    pub fn draining(&self) -> bool {
-        self.draining
     }
 
     /// Starts the core: the first period is due at once, and the scanning data path is
@@ -386,6 +377,62 @@ impl Cluster {
             }
         }
         self.update_desired();
+    }
+
+    /// Maintenance mode: while draining, this node's reports say so and the director takes
+    /// it out of the bucket table (no new clients) but keeps forwarding its pinned clients.
+    /// The director hears it with the report sent at once; on the director its own table
+    /// moves at once.
+    pub fn set_draining(&mut self, now: Instant, draining: bool) {
+        if self.draining == draining {
+            return;
+        }
+        self.draining = draining;
+        if self.director_role {
+            self.self_report(now);
+            self.rebuild(now);
+            self.announce();
+        } else {
+            self.send_report();
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// Live reload: takes the new name, capacity, priority, redirects, mode, sticky idle
+    /// time, key and digest in place; members, table and pins stay, so no client moves
+    /// unless its node's eligibility changed. Returns false and changes nothing when `cfg`
+    /// is another node or group (address or `lb_id` differ): the shell starts a new core.
+    pub fn reconfigure(&mut self, now: Instant, cfg: ClusterConfig) -> bool {
+        if cfg.self_addr != self.cfg.self_addr || cfg.lb_id != self.cfg.lb_id {
+            return false;
+        }
+        let ports_changed = cfg.redirects != self.cfg.redirects;
+        self.cfg = cfg;
+        if ports_changed {
+            // Last period's listener map is for the old ports; the shell samples again.
+            let to: BTreeSet<u16> = self.cfg.redirects.iter().map(|r| r.to).collect();
+            let ports: BTreeSet<u16> = self.cfg.redirects.iter().map(|r| r.port).collect();
+            self.local.listening.retain(|p, _| to.contains(p));
+            self.local.reasons.retain(|p, _| to.contains(p));
+            self.port_failures.retain(|p, _| to.contains(p));
+            self.tables.retain(|p, _| ports.contains(p));
+            self.table_nodes.retain(|p, _| ports.contains(p));
+        }
+        if self.director_role && self.cfg.priority == 0 {
+            // Scanning only from now on; the VRRP core resigns too.
+            self.set_role(now, false);
+        } else if self.director_role {
+            self.self_report(now);
+            self.rebuild(now);
+            self.announce();
+        } else {
+            self.send_report();
+        }
+        self.update_desired();
+        true
     }
 
     /// This node's load for the current period; sent with the next report.
@@ -1756,8 +1803,8 @@ mod tests {
         assert!(row.reason.contains("ha.drain = \"node\""), "{}", row.reason);
         assert_eq!(row.weight, 0.0);
         // Maintenance on C: the same, for every port, with its own reason.
-        nodes[2].set_draining(true);
         let t2 = t1 + 3 * SEC;
+        nodes[2].set_draining(t2, true);
         run(&mut nodes, &[true; 3], t2, t2 + 2 * SEC);
         let d = last_desired(&mut nodes[0]);
         let web = pool_of(&d, 9090);
@@ -2140,5 +2187,92 @@ mod tests {
                     .all(|b| b.is_none())
             );
         }
+    }
+
+    #[test]
+    fn a_draining_node_gets_no_new_buckets_but_keeps_its_pins_forwarded() {
+        let t0 = Instant::now();
+        let mut nodes = vec![node("a", A, t0), node("b", B, t0), node("c", C, t0)];
+        nodes[0].set_role(t0, true);
+        run(&mut nodes, &[true; 3], t0, t0 + 3 * SEC);
+        assert_eq!(nodes[0].table(9090).counts().get(&B), Some(&100));
+        while nodes[0].poll_desired().is_some() {}
+        let t1 = t0 + 3 * SEC + Duration::from_millis(50);
+        nodes[1].set_draining(t1, true);
+        assert!(nodes[1].is_draining());
+        let sent: Vec<Transmit> = std::iter::from_fn(|| nodes[1].poll_transmit()).collect();
+        assert_eq!(sent.len(), 1, "the report goes out at once: {sent:?}");
+        nodes[0].handle_datagram(t1, B, &sent[0].payload);
+        assert_eq!(
+            nodes[0].table(9090).counts().get(&B),
+            None,
+            "no new clients"
+        );
+        let d = nodes[0].poll_desired().expect("a new table");
+        let s = director_state(&d);
+        assert!(
+            s.nodes.contains(&B),
+            "pinned clients are still forwarded to B"
+        );
+        assert!(!s.pools[0].buckets.contains(&Some(B)));
+        let st = nodes[0].nodes(Instant::now());
+        let b = st.iter().find(|n| n.address == B).expect("B still listed");
+        assert_eq!((b.weight, b.share), (0.0, 0.0));
+        // It stays out while draining, and comes back on undrain.
+        run(&mut nodes, &[true; 3], t1, t1 + 3 * SEC);
+        assert_eq!(nodes[0].table(9090).counts().get(&B), None);
+        let t2 = t1 + 3 * SEC + Duration::from_millis(50);
+        nodes[1].set_draining(t2, false);
+        run(&mut nodes, &[true; 3], t2, t2 + SEC);
+        assert_eq!(nodes[0].table(9090).counts().get(&B), Some(&100));
+    }
+
+    #[test]
+    fn a_draining_director_keeps_directing_but_serves_no_new_clients_itself() {
+        let t0 = Instant::now();
+        let mut nodes = vec![node("a", A, t0), node("b", B, t0)];
+        nodes[0].set_role(t0, true);
+        run(&mut nodes, &[true; 2], t0, t0 + 2 * SEC);
+        nodes[0].set_draining(t0 + 2 * SEC, true);
+        assert!(nodes[0].is_director());
+        assert_eq!(nodes[0].table(9090).counts().get(&A), None);
+        assert_eq!(nodes[0].table(9090).counts().get(&B), Some(&300));
+    }
+
+    #[test]
+    fn reconfigure_in_place_keeps_members_and_table() {
+        let t0 = Instant::now();
+        let mut nodes = vec![node("a", A, t0), node("b", B, t0)];
+        nodes[0].set_role(t0, true);
+        run(&mut nodes, &[true; 2], t0, t0 + 2 * SEC);
+        let table = nodes[0].table(9090).table().to_vec();
+        while nodes[0].poll_desired().is_some() {}
+        let mut c = cfg("a", A);
+        c.sticky_idle_s = 60;
+        assert!(nodes[0].reconfigure(t0 + 2 * SEC, c));
+        assert_eq!(nodes[0].table(9090).table(), &table[..], "no client moves");
+        assert_eq!(nodes[0].nodes(Instant::now()).len(), 2, "members stay");
+        let d = nodes[0].poll_desired().expect("new sticky timeout");
+        assert_eq!(director_state(&d).sticky_idle_s, 60);
+        // Another address or group is a new core, not a reconfiguration.
+        assert!(!nodes[0].reconfigure(t0, cfg("a", C)));
+        assert!(!nodes[0].reconfigure(
+            t0,
+            ClusterConfig {
+                lb_id: 9,
+                ..cfg("a", A)
+            }
+        ));
+        // Priority 0: the director steps down to the scanning data path.
+        let c = ClusterConfig {
+            priority: 0,
+            ..cfg("a", A)
+        };
+        assert!(nodes[0].reconfigure(t0 + 2 * SEC, c));
+        assert!(!nodes[0].is_director());
+        assert!(matches!(
+            nodes[0].poll_desired().map(|d| d.role),
+            Some(Role::Scanning { .. })
+        ));
     }
 }

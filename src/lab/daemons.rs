@@ -182,6 +182,8 @@ impl Lab {
         let conf = dir.join(format!("{}.toml", host.name));
         let log = dir.join(format!("{}.log", host.name));
         let control = dir.join(format!("{}.sock", host.name));
+        // Per node, inside the lab: never the machine's /var/lib/proxyha.
+        let state_dir = dir.join(format!("{}.state", host.name));
         let text = format!(
             r#"[node]
 name = "{name}"
@@ -201,6 +203,7 @@ mode = "{mode}"
 {auth_key}{drain}
 [control]
 socket = "{control}"
+state_dir = "{state_dir}"
 
 [log]
 target = "file:{log}"
@@ -234,6 +237,7 @@ level = "debug"
                 .as_ref()
                 .map_or(String::new(), |k| format!("auth_key = \"{k}\"\n")),
             control = control.display(),
+            state_dir = state_dir.display(),
             log = log.display(),
         );
         write(&conf, &text)?;

@@ -18,6 +18,7 @@
 mod cgroup;
 pub mod clients;
 mod daemons;
+mod ops;
 mod probe;
 
 pub use cgroup::CpuCgroup;

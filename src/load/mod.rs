@@ -187,6 +187,55 @@ pub fn other_listening_ports(text: &str, except: &[u16]) -> std::collections::BT
         .collect()
 }
 
+/// A LISTEN socket with its inode, for `proxyha check` to name the owning process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ListenSocket {
+    pub port: u16,
+    pub addr: IpAddr,
+    /// The socket's inode: `/proc/<pid>/fd/*` of the owner links to `socket:[inode]`.
+    /// 0 when the kernel shows none (a socket being torn down).
+    pub inode: u64,
+}
+
+impl ListenSocket {
+    pub fn listener(&self) -> Listener {
+        Listener {
+            port: self.port,
+            addr: self.addr,
+        }
+    }
+}
+
+/// Like [`listeners`], with each socket's inode (the tenth column).
+pub fn listen_sockets(text: &str, ports: &[u16]) -> Vec<ListenSocket> {
+    text.lines()
+        .filter_map(|line| {
+            let l = parse_tcp_line(line)?;
+            if l.state != TCP_LISTEN || !ports.contains(&l.port) {
+                return None;
+            }
+            let inode = line
+                .split_whitespace()
+                .nth(9)
+                .and_then(|c| c.parse::<u64>().ok())?;
+            Some(ListenSocket {
+                port: l.port,
+                addr: l.addr,
+                inode,
+            })
+        })
+        .collect()
+}
+
+/// The inode of a `/proc/<pid>/fd/<n>` link target `socket:[12345]`; `None` for any other
+/// kind of file.
+pub fn socket_inode(link: &str) -> Option<u64> {
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
 /// Per-port verdict for the port monitor (issue 4): listening on a wildcard address, only
 /// on specific addresses (the seed's "a listener bound to one IP breaks Proxy HA"), or not
 /// at all.
@@ -477,6 +526,12 @@ impl Sampler {
         out
     }
 
+    /// The redirected ports to count and check, after a reload changed them.
+    pub fn set_ports(&mut self, ports: Vec<u16>) {
+        self.conns.retain(|p, _| ports.contains(p));
+        self.ports = ports;
+    }
+
     /// The listener check for the port monitor, from the same files.
     pub fn listen_state(&self) -> Result<BTreeMap<u16, PortListen>, LoadError> {
         let mut found = listeners(&read(&self.paths.tcp)?, &self.ports);
@@ -606,6 +661,61 @@ cpu0 1 0 0 1 0 0 0 0 0 0\ncpu1 1 0 0 1 0 0 0 0 0 0\n";
         );
         assert_eq!(s[&3128], PortListen::Wildcard, ":: counts as wildcard");
         assert_eq!(s[&8080], PortListen::NotListening);
+    }
+
+    #[test]
+    fn listen_sockets_carry_the_inode_for_the_owner_lookup() {
+        let mut found = listen_sockets(TCP, &[9090, 2121]);
+        found.extend(listen_sockets(TCP6, &[9090, 2121]));
+        assert_eq!(
+            found,
+            vec![
+                ListenSocket {
+                    port: 9090,
+                    addr: "0.0.0.0".parse().unwrap(),
+                    inode: 21456
+                },
+                ListenSocket {
+                    port: 2121,
+                    addr: "127.0.0.1".parse().unwrap(),
+                    inode: 21457
+                },
+                ListenSocket {
+                    port: 9090,
+                    addr: "::1".parse().unwrap(),
+                    inode: 2
+                },
+            ],
+            "LISTEN only: established and TIME_WAIT lines are left out"
+        );
+        let as_listeners: Vec<Listener> = found.iter().map(|s| s.listener()).collect();
+        let mut plain = listeners(TCP, &[9090, 2121]);
+        plain.extend(listeners(TCP6, &[9090, 2121]));
+        assert_eq!(as_listeners, plain);
+        // A line cut before the inode column is skipped, not misread.
+        assert_eq!(
+            listen_sockets(
+                "   0: 00000000:2382 00000000:0000 0A 0:0 00:0 0 0 0\n",
+                &[9090]
+            ),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn socket_links_name_the_inode() {
+        assert_eq!(socket_inode("socket:[21456]"), Some(21456));
+        for other in [
+            "pipe:[21456]",
+            "/dev/null",
+            "socket:[]",
+            "socket:[12x]",
+            "socket:[1",
+            "",
+            "anon_inode:[eventpoll]",
+        ] {
+            assert_eq!(socket_inode(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -127,6 +127,29 @@ fn wire_interval(version: Version, interval: Duration) -> Duration {
     }
 }
 
+/// Our advert and our priority-0 advert for `cfg` at the wire interval `advert_interval`.
+fn encode(cfg: &RouterConfig, advert_interval: Duration) -> (Vec<u8>, Vec<u8>) {
+    let advert_int = match cfg.version {
+        Version::V3 => advert_interval.as_millis() / 10,
+        Version::V2 => advert_interval.as_millis() / 1000,
+    };
+    let template = Repr {
+        version: cfg.version,
+        vrid: cfg.vrid,
+        priority: cfg.priority,
+        advert_int: u16::try_from(advert_int).unwrap_or(1),
+        addresses: cfg.vips.iter().copied().take(255).collect(),
+    };
+    let encode = |priority| {
+        Repr {
+            priority,
+            ..template.clone()
+        }
+        .to_bytes(cfg.checksum, cfg.primary_addr, MULTICAST_GROUP)
+    };
+    (encode(cfg.priority), encode(0))
+}
+
 impl Router {
     /// A router in Initialize; nothing happens until [`Router::handle_startup`].
     pub fn new(cfg: RouterConfig) -> Router {
@@ -145,26 +168,7 @@ impl Router {
             // misconfiguration shows in status instead of a crash loop.
             warn!("{name} has no virtual address: peers will discard its adverts, add one");
         }
-        let advert_int = match cfg.version {
-            Version::V3 => advert_interval.as_millis() / 10,
-            Version::V2 => advert_interval.as_millis() / 1000,
-        };
-        let template = Repr {
-            version: cfg.version,
-            vrid: cfg.vrid,
-            priority: cfg.priority,
-            advert_int: u16::try_from(advert_int).unwrap_or(1),
-            addresses: cfg.vips.iter().copied().take(255).collect(),
-        };
-        let encode = |priority| {
-            Repr {
-                priority,
-                ..template.clone()
-            }
-            .to_bytes(cfg.checksum, cfg.primary_addr, MULTICAST_GROUP)
-        };
-        let advert = encode(cfg.priority);
-        let advert_zero = encode(0);
+        let (advert, advert_zero) = encode(&cfg, advert_interval);
         let mut sorted_vips = cfg.vips.clone();
         sorted_vips.sort_unstable();
         Router {
@@ -260,6 +264,79 @@ impl Router {
     /// The next action to carry out; drain after every `handle_*` call.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
+    }
+
+    /// Live reload: takes a new priority, preempt mode, advert interval or checksum mode
+    /// without leaving the current state, so the VIP stays where it is unless the election
+    /// itself moves it (a lowered priority lets a higher preempting backup take over after
+    /// its Master_Down_Interval, as on any VRRP router). A master advertises the new values
+    /// at once. A change to or from priority 0 moves between Backup and Scanning (a master
+    /// resigns first: priority-0 advert, VIPs removed).
+    ///
+    /// Returns false and changes nothing when `cfg` names another instance (VRID, version,
+    /// addresses or source address differ): the shell must restart the instance instead
+    /// ([`Router::handle_shutdown`], then a new router).
+    pub fn reconfigure(&mut self, now: Instant, cfg: RouterConfig) -> bool {
+        let same_instance = cfg.vrid == self.cfg.vrid
+            && cfg.version == self.cfg.version
+            && cfg.vips == self.cfg.vips
+            && cfg.primary_addr == self.cfg.primary_addr;
+        if !same_instance {
+            return false;
+        }
+        if cfg == self.cfg {
+            return true;
+        }
+        let resign = self.advert_zero.clone();
+        let advert_interval = wire_interval(cfg.version, cfg.advert_interval);
+        let (advert, advert_zero) = encode(&cfg, advert_interval);
+        let old = std::mem::replace(&mut self.cfg, cfg);
+        let interval_changed = advert_interval != self.advert_interval;
+        self.advert_interval = advert_interval;
+        self.advert = advert;
+        self.advert_zero = advert_zero;
+        info!(
+            "{} reconfigured: priority {}, advert interval {:?}, preempt {}",
+            self.name, self.cfg.priority, self.advert_interval, self.cfg.preempt
+        );
+        let scanning_only = self.cfg.priority == 0;
+        match self.state {
+            State::Master if scanning_only => {
+                self.counters.tx_adverts += 1;
+                self.counters.tx_priority_zero += 1;
+                self.actions.push_back(Action::SendAdvert(resign));
+                info!("{} sent 0 priority", self.name);
+                self.master_adver_interval = self.advert_interval;
+                self.enter_backup(now);
+            }
+            State::Master => {
+                // Backups learn the new priority and interval now, not one interval later.
+                self.master_adver_interval = self.advert_interval;
+                self.send_advert();
+                self.adver_at = after(now, self.advert_interval);
+            }
+            State::Backup | State::Scanning if scanning_only != (old.priority == 0) => {
+                // Backup ↔ Scanning: a candidate gets its Master_Down_Timer, a scanning
+                // node loses it; the master we follow stays known.
+                if self.master.is_none() {
+                    self.master_adver_interval = self.advert_interval;
+                }
+                self.enter_backup(now);
+            }
+            State::Backup | State::Scanning => {
+                if self.master.is_none() && interval_changed {
+                    // No master heard yet: our own interval is the one we time by.
+                    self.master_adver_interval = self.advert_interval;
+                    if self.state == State::Backup {
+                        self.master_down_at = after(now, self.master_down_interval());
+                    }
+                }
+            }
+            State::Initialize | State::Fault => {
+                self.master_adver_interval = self.advert_interval;
+            }
+        }
+        true
     }
 
     /// RFC 9568 §6.4.1 Startup. `link_up` is the interface state the shell observed.

@@ -1403,3 +1403,134 @@ fn no_datagram_panics_in_any_state() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------
+// Live reload (issue 4 item 7)
+// ---------------------------------------------------------------------------------
+
+impl Sim {
+    /// `proxyha reload` on node `i` with `cfg`; true if applied in place.
+    fn reconfigure(&mut self, i: usize, cfg: RouterConfig) -> bool {
+        self.enter(i);
+        let now = self.now;
+        let applied = self.nodes[i].router.reconfigure(now, cfg.clone());
+        if applied {
+            self.nodes[i].cfg = cfg;
+        }
+        self.flush(i);
+        applied
+    }
+}
+
+#[test]
+fn reload_lowering_the_master_priority_above_the_backup_keeps_the_vip_where_it_is() {
+    let mut sim = three_nodes();
+    sim.start_all();
+    sim.run_to(10 * SEC);
+    assert_eq!(sim.masters(), vec![0]);
+    let at = sim.now;
+    assert!(sim.reconfigure(0, cfg(11, 95)), "in place");
+    sim.run_to(30 * SEC);
+    assert_eq!(sim.masters(), vec![0], "95 still beats 89");
+    assert_eq!(sim.became_master_at(0).len(), 1, "the VIP never left n1");
+    assert!(sim.became_master_at(1).is_empty(), "n2 never took over");
+    // The new priority is advertised at once, not one interval later.
+    let first = sim
+        .adverts_from(0)
+        .into_iter()
+        .find(|(t, _)| *t >= at)
+        .expect("an advert after the reload");
+    assert_eq!(first, (at, 95));
+    assert_eq!(sim.router(1).master_priority(), Some(95));
+}
+
+#[test]
+fn reload_lowering_the_master_below_a_preempting_backup_hands_over_by_the_rfc() {
+    let mut sim = three_nodes();
+    sim.start_all();
+    sim.run_to(10 * SEC);
+    let at = sim.now;
+    assert!(sim.reconfigure(0, cfg(11, 80)));
+    sim.run_to(30 * SEC);
+    assert_eq!(sim.masters(), vec![1], "89 preempts 80");
+    // n2 ignores the lower advert sent at `at`: its timer, started by n1's last advert at
+    // 99, runs out within one Master_Down_Interval.
+    let took = sim.became_master_at(1)[0];
+    assert!(
+        took > at && took <= at + mdi(89, SEC) + DELAY,
+        "took over {:?} after the reload",
+        took - at
+    );
+    assert_eq!(sim.vip_holders(), vec![1]);
+}
+
+#[test]
+fn reload_of_the_advert_interval_is_adopted_by_the_backups() {
+    let mut sim = three_nodes();
+    sim.start_all();
+    sim.run_to(10 * SEC);
+    let mut c = cfg(11, 99);
+    c.advert_interval = Duration::from_millis(200);
+    assert!(sim.reconfigure(0, c));
+    sim.run_to(20 * SEC);
+    assert_eq!(sim.masters(), vec![0]);
+    assert_eq!(sim.became_master_at(0).len(), 1);
+    assert_eq!(
+        sim.router(1).master_advert_interval(),
+        Duration::from_millis(200)
+    );
+    let late: Vec<Instant> = sim
+        .adverts_from(0)
+        .into_iter()
+        .map(|(t, _)| t)
+        .filter(|t| *t >= sim.at(15 * SEC))
+        .collect();
+    assert!(
+        late.windows(2)
+            .all(|w| w[1] - w[0] == Duration::from_millis(200)),
+        "adverts every 200 ms"
+    );
+}
+
+#[test]
+fn reload_to_priority_zero_resigns_and_scans_and_back_makes_a_candidate() {
+    let mut sim = three_nodes();
+    sim.start_all();
+    sim.run_to(10 * SEC);
+    let at = sim.now;
+    assert!(sim.reconfigure(0, cfg(11, 0)));
+    assert_eq!(sim.router(0).state(), State::Scanning);
+    assert_eq!(
+        sim.adverts_from(0).last(),
+        Some(&(at, 0)),
+        "sent 0 priority"
+    );
+    sim.run_to(20 * SEC);
+    assert_eq!(sim.masters(), vec![1], "n2 took over after its Skew_Time");
+    assert_eq!(sim.became_master_at(1), vec![at + DELAY + skew(89, SEC)]);
+    assert!(sim.reconfigure(0, cfg(11, 99)));
+    assert_eq!(sim.router(0).state(), State::Backup);
+    sim.run_to(40 * SEC);
+    assert_eq!(sim.masters(), vec![0], "a candidate again, and it preempts");
+}
+
+#[test]
+fn reload_with_another_vrid_or_address_is_refused_for_a_restart() {
+    let mut sim = three_nodes();
+    sim.start_all();
+    sim.run_to(10 * SEC);
+    let mut other = cfg(11, 99);
+    other.vrid = 52;
+    assert!(!sim.reconfigure(0, other));
+    let mut other = cfg(11, 99);
+    other.vips = vec![addr(101)];
+    assert!(!sim.reconfigure(0, other));
+    assert!(!sim.reconfigure(0, cfg(21, 99)));
+    assert_eq!(sim.router(0).config(), &cfg(11, 99), "unchanged");
+    let before = sim.adverts_from(0).len();
+    assert!(
+        sim.reconfigure(0, cfg(11, 99)),
+        "the same config is a no-op"
+    );
+    assert_eq!(sim.adverts_from(0).len(), before);
+}

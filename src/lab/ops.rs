@@ -1,0 +1,70 @@
+//! Operator commands in the lab (issue 4): `proxyha drain|undrain|reload` against a node's
+//! control socket, `proxyha check` inside a node's namespace, and a listener bound to one
+//! address (the misconfiguration `proxyha check` reports).
+
+use std::io;
+use std::net::{SocketAddrV4, TcpListener};
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::{Daemon, Host, Lab, run_output};
+
+impl Lab {
+    /// `proxyha <args…> --control <socket of d>`, whatever its exit status.
+    pub fn proxyha_ctl(&self, d: &Daemon, args: &[&str]) -> io::Result<Output> {
+        let control = d.control.as_ref().ok_or_else(|| {
+            io::Error::other(format!("{} has no control socket", d.kind.as_str()))
+        })?;
+        let bin = self.proxyha_bin()?.to_string_lossy().into_owned();
+        let control = control.to_string_lossy().into_owned();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend_from_slice(&["--control", &control]);
+        run_output(&bin, &all)
+    }
+
+    /// `ip netns exec <ns> proxyha <args…>` (e.g. `check -v --config …`: /proc/net is the
+    /// namespace's), whatever its exit status.
+    pub fn proxyha_in(&self, host: &Host, args: &[&str]) -> io::Result<Output> {
+        let bin = self.proxyha_bin()?.to_string_lossy().into_owned();
+        let mut all: Vec<&str> = vec!["netns", "exec", &host.ns, &bin];
+        all.extend_from_slice(args);
+        run_output("ip", &all)
+    }
+}
+
+impl Host {
+    /// A TCP listener on `addr` (e.g. only the node's own address) in this namespace that
+    /// accepts and closes; setting the returned flag (or lab teardown) closes it.
+    pub fn listen_on(&self, addr: SocketAddrV4) -> io::Result<Arc<AtomicBool>> {
+        let own = Arc::new(AtomicBool::new(false));
+        let own2 = own.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.spawn_thread(move |stop| {
+            let listener = match TcpListener::bind(addr).and_then(|l| {
+                l.set_nonblocking(true)?;
+                Ok(l)
+            }) {
+                Ok(l) => {
+                    let _ = tx.send(Ok(()));
+                    l
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            while !stop.load(Ordering::Relaxed) && !own2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => drop(s),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        })?;
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| io::Error::other(format!("listener in {} did not start", self.ns)))?
+            .map_err(|e| io::Error::new(e.kind(), format!("binding {addr} in {}: {e}", self.ns)))?;
+        Ok(own)
+    }
+}
