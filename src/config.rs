@@ -266,7 +266,7 @@ fn render_diagnostics(origin: &str, diagnostics: &[Diagnostic]) -> String {
 }
 
 /// An I/O error's reason without the "(os error N)" suffix, for messages read by people.
-pub(crate) fn io_reason(err: &io::Error) -> String {
+pub fn io_reason(err: &io::Error) -> String {
     let text = err.to_string();
     match text.find(" (os error ") {
         Some(at) => text[..at].to_string(),

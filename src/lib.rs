@@ -12,6 +12,8 @@ pub mod director;
 pub mod lab;
 pub mod load;
 pub mod logging;
+pub mod network;
+pub mod setup;
 pub mod status;
 pub mod vrrp;
 pub mod wire;
