@@ -410,14 +410,7 @@ const HA_KEYS: &[&str] = &[
 ];
 const CONTROL_KEYS: &[&str] = &["socket"];
 const LOG_KEYS: &[&str] = &["target", "level", "remote"];
-const NETWORK_KEYS: &[&str] = &[
-    "interface",
-    "address",
-    "gateway",
-    "dns",
-    "hostname",
-    "bond",
-];
+const NETWORK_KEYS: &[&str] = &["interface", "address", "gateway", "dns", "hostname", "bond"];
 const BOND_KEYS: &[&str] = &["name", "slaves", "mode"];
 const APPLIANCE_KEYS: &[&str] = &["builtin_proxy"];
 /// The resolver's MAXNS: later `nameserver` lines are ignored.
@@ -1167,28 +1160,30 @@ impl Cx<'_> {
             }
         };
         let gateway = match s.get("gateway") {
-            Some(v) => self.ipv4("network.gateway", v).and_then(|gw| match address {
-                Some((addr, prefix)) if !same_subnet(gw, addr, prefix) => {
-                    self.bad(
-                        "network.gateway",
-                        v,
-                        format_args!(
-                            "must be inside the subnet of network.address {}/{prefix}",
-                            subnet(addr, prefix)
-                        ),
-                    );
-                    None
-                }
-                Some((addr, _)) if gw == addr => {
-                    self.bad(
-                        "network.gateway",
-                        v,
-                        "must be a router on the subnet, not this node's own address",
-                    );
-                    None
-                }
-                _ => Some(Some(gw)),
-            }),
+            Some(v) => self
+                .ipv4("network.gateway", v)
+                .and_then(|gw| match address {
+                    Some((addr, prefix)) if !same_subnet(gw, addr, prefix) => {
+                        self.bad(
+                            "network.gateway",
+                            v,
+                            format_args!(
+                                "must be inside the subnet of network.address {}/{prefix}",
+                                subnet(addr, prefix)
+                            ),
+                        );
+                        None
+                    }
+                    Some((addr, _)) if gw == addr => {
+                        self.bad(
+                            "network.gateway",
+                            v,
+                            "must be a router on the subnet, not this node's own address",
+                        );
+                        None
+                    }
+                    _ => Some(Some(gw)),
+                }),
             None => Some(None),
         };
         let dns = match s.get("dns") {
@@ -1218,7 +1213,8 @@ impl Cx<'_> {
         management_ip: Option<Ipv4Addr>,
         vip: Option<Ipv4Addr>,
     ) -> Option<(Ipv4Addr, u8)> {
-        const RULE: &str = "must be an IPv4 address with prefix length 1..=32, e.g. \"10.10.74.70/24\"";
+        const RULE: &str =
+            "must be an IPv4 address with prefix length 1..=32, e.g. \"10.10.74.70/24\"";
         let text = self.string("network.address", v, RULE)?;
         let parsed = text.split_once('/').and_then(|(a, p)| {
             let addr = a.parse::<Ipv4Addr>().ok()?;
@@ -1412,7 +1408,11 @@ impl Cx<'_> {
 
 /// The subnet address of `addr/prefix`.
 fn subnet(addr: Ipv4Addr, prefix: u8) -> Ipv4Addr {
-    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    };
     Ipv4Addr::from(u32::from(addr) & mask)
 }
 
@@ -1655,14 +1655,20 @@ mod tests {
         assert_eq!(network.interface, "bond1");
         assert_eq!(network.bond.unwrap().mode, BondMode::ActiveBackup);
         assert_eq!(
-            parse(&format!("{MINIMAL}[log]\nremote = \"udp://10.0.0.1\"\n")).log.remote,
+            parse(&format!("{MINIMAL}[log]\nremote = \"udp://10.0.0.1\"\n"))
+                .log
+                .remote,
             Some("10.0.0.1:514".parse().unwrap())
         );
     }
 
     #[test]
     fn network_rules() {
-        let net = |body: &str| error(&format!("{MINIMAL}[network]\naddress = \"10.1.2.3/24\"\n{body}\n"));
+        let net = |body: &str| {
+            error(&format!(
+                "{MINIMAL}[network]\naddress = \"10.1.2.3/24\"\n{body}\n"
+            ))
+        };
         assert_eq!(
             error(&format!("{MINIMAL}[network]\naddress = \"10.1.2.3\"\n")),
             "proxyha.toml:5:11: network.address = \"10.1.2.3\": must be an IPv4 address with prefix \
@@ -1674,7 +1680,9 @@ mod tests {
              use a host address inside 10.1.2.0/24"
         );
         assert_eq!(
-            error(&format!("{MINIMAL}[network]\naddress = \"10.10.74.74/24\"\n")),
+            error(&format!(
+                "{MINIMAL}[network]\naddress = \"10.10.74.74/24\"\n"
+            )),
             "proxyha.toml:5:11: network.address = \"10.10.74.74/24\": must differ from \
              ha.virtual_ip (the VIP moves between nodes)"
         );
@@ -1705,9 +1713,10 @@ mod tests {
             "proxyha.toml:6:20: network.dns[1] = \"nameserver\": must be an IPv4 address such as \
              \"10.10.74.74\""
         );
-        assert!(net("hostname = \"-bad\"").starts_with(
-            "proxyha.toml:6:12: network.hostname = \"-bad\": must be a host name"
-        ));
+        assert!(
+            net("hostname = \"-bad\"")
+                .starts_with("proxyha.toml:6:12: network.hostname = \"-bad\": must be a host name")
+        );
         assert_eq!(
             net("bond = { name = \"bond0\", slaves = [\"eth0\", \"eth0\"] }"),
             "proxyha.toml:6:44: network.bond.slaves[1] = \"eth0\": duplicate interface; list each \
@@ -1732,9 +1741,18 @@ mod tests {
              network.bond is set (the address goes on the bond), or left out"
         );
         for (text, expected) in [
-            ("remote = \"10.0.0.1:514\"", "proxyha.toml:5:10: log.remote = \"10.0.0.1:514\": must be"),
-            ("remote = \"udp://loghost:514\"", "proxyha.toml:5:10: log.remote = \"udp://loghost:514\": must be"),
-            ("remote = \"udp://10.0.0.1:0\"", "proxyha.toml:5:10: log.remote = \"udp://10.0.0.1:0\": must be"),
+            (
+                "remote = \"10.0.0.1:514\"",
+                "proxyha.toml:5:10: log.remote = \"10.0.0.1:514\": must be",
+            ),
+            (
+                "remote = \"udp://loghost:514\"",
+                "proxyha.toml:5:10: log.remote = \"udp://loghost:514\": must be",
+            ),
+            (
+                "remote = \"udp://10.0.0.1:0\"",
+                "proxyha.toml:5:10: log.remote = \"udp://10.0.0.1:0\": must be",
+            ),
         ] {
             let got = error(&format!("{MINIMAL}[log]\n{text}\n"));
             assert!(got.starts_with(expected), "{got}");
@@ -1751,9 +1769,18 @@ mod tests {
             "{MINIMAL}[log]\nremote = \"udp://10.0.0.9\"\n[network]\naddress = \"10.1.2.3/24\"\n"
         ));
         assert_eq!(config.get("log.remote").as_deref(), Some("10.0.0.9:514"));
-        assert_eq!(config.get("appliance.builtin_proxy").as_deref(), Some("true"));
-        assert_eq!(config.get("network.address").as_deref(), Some("10.1.2.3/24"));
-        assert_eq!(config.get("network.hostname"), Some(config.node.name.clone()));
+        assert_eq!(
+            config.get("appliance.builtin_proxy").as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            config.get("network.address").as_deref(),
+            Some("10.1.2.3/24")
+        );
+        assert_eq!(
+            config.get("network.hostname"),
+            Some(config.node.name.clone())
+        );
         assert_eq!(config.get("nope"), None);
         for key in GET_KEYS {
             assert!(config.get(key).is_some(), "{key}");

@@ -58,12 +58,24 @@ impl Current {
 pub enum Step {
     /// A link of the bond's name that is not a bond of the wanted mode (modes cannot change
     /// while slaves are attached).
-    DeleteLink { name: String },
-    CreateBond { name: String, mode: BondMode },
+    DeleteLink {
+        name: String,
+    },
+    CreateBond {
+        name: String,
+        mode: BondMode,
+    },
     /// The kernel refuses to enslave a link that is up.
-    SetDown { name: String },
-    Enslave { slave: String, bond: String },
-    SetUp { name: String },
+    SetDown {
+        name: String,
+    },
+    Enslave {
+        slave: String,
+        bond: String,
+    },
+    SetUp {
+        name: String,
+    },
     /// An address this config does not want on the interface (the VIP, a /32, is the VRRP
     /// core's business and is never touched here).
     RemoveAddress {
@@ -77,10 +89,17 @@ pub enum Step {
         prefix: u8,
     },
     /// Idempotent (NLM_F_REPLACE): always part of the plan when a gateway is set.
-    ReplaceDefaultRoute { gateway: Ipv4Addr, interface: String },
+    ReplaceDefaultRoute {
+        gateway: Ipv4Addr,
+        interface: String,
+    },
     /// Written atomically (temp, fsync, rename).
-    WriteResolvConf { text: String },
-    SetHostname { name: String },
+    WriteResolvConf {
+        text: String,
+    },
+    SetHostname {
+        name: String,
+    },
 }
 
 impl fmt::Display for Step {
@@ -153,7 +172,9 @@ pub fn plan(net: &Network, node_name: &str, current: &Current) -> Result<Vec<Ste
         let existing = current.link(&bond.name);
         let fresh = match existing {
             None => true,
-            Some(l) if l.kind.as_deref() == Some("bond") && l.bond_mode == Some(bond.mode as u8) => {
+            Some(l)
+                if l.kind.as_deref() == Some("bond") && l.bond_mode == Some(bond.mode as u8) =>
+            {
                 false
             }
             Some(_) => {
@@ -316,7 +337,12 @@ pub fn bond_status(name: &str, links: &[Link]) -> Option<BondStatus> {
         .filter(|l| l.master == Some(bond.index))
         .map(|l| BondSlave {
             name: l.name.clone(),
-            link: if l.admin_up && l.lower_up { "up" } else { "down" }.to_string(),
+            link: if l.admin_up && l.lower_up {
+                "up"
+            } else {
+                "down"
+            }
+            .to_string(),
         })
         .collect();
     slaves.sort_by(|a, b| a.name.cmp(&b.name));
@@ -558,7 +584,13 @@ mod tests {
             }
         );
         assert!(matches!(steps[1], Step::CreateBond { .. }));
-        assert_eq!(steps.iter().filter(|s| matches!(s, Step::Enslave { .. })).count(), 2);
+        assert_eq!(
+            steps
+                .iter()
+                .filter(|s| matches!(s, Step::Enslave { .. }))
+                .count(),
+            2
+        );
     }
 
     #[test]

@@ -7,9 +7,9 @@
 //! the rest from the current config) is parsed with [`Config::parse`] and a diagnostic about the
 //! key just asked is shown as the error, so `setup` and `config check` never disagree.
 
-use std::fmt::Write as _;
 use crate::config::{Config, LogTarget, Mode, Network, PortRedirect};
 use crate::wire::vrrp::{ChecksumMode, Version};
+use std::fmt::Write as _;
 
 /// The questions, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,8 +45,12 @@ impl Question {
             Question::Address => "This node's address and prefix (A.B.C.D/N)",
             Question::Gateway => "Default gateway (A.B.C.D, or none)",
             Question::Vip => "Virtual IP shared by the group (A.B.C.D)",
-            Question::Priority => "Priority (1..=254 director candidate, highest wins; 0 scanning only)",
-            Question::Redirects => "Port redirects (e.g. 9090, 2121 or 80:9090; none for VRRP only)",
+            Question::Priority => {
+                "Priority (1..=254 director candidate, highest wins; 0 scanning only)"
+            }
+            Question::Redirects => {
+                "Port redirects (e.g. 9090, 2121 or 80:9090; none for VRRP only)"
+            }
         }
     }
 }
@@ -136,7 +140,10 @@ impl Dialogue {
             return Ok(());
         };
         let line = line.trim();
-        if line.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
+        if line
+            .chars()
+            .any(|c| c.is_control() || c == '"' || c == '\\')
+        {
             return Err(format!(
                 "{}: quotes, backslashes and control characters are not allowed",
                 q.key()
@@ -389,7 +396,13 @@ fn render(base: Option<&Config>, a: &Answers) -> String {
 
 /// The answers a fresh appliance needs, for tests and documentation.
 pub fn example_answers() -> [&'static str; 5] {
-    ["10.10.74.70/24", "10.10.74.1", "10.10.74.74", "99", "9090, 2121"]
+    [
+        "10.10.74.70/24",
+        "10.10.74.1",
+        "10.10.74.74",
+        "99",
+        "9090, 2121",
+    ]
 }
 
 #[cfg(test)]
@@ -431,7 +444,10 @@ mod tests {
             d.prompt().unwrap(),
             "This node's address and prefix (A.B.C.D/N): "
         );
-        assert_eq!(d.answer("").unwrap_err(), "network.address: an answer is required");
+        assert_eq!(
+            d.answer("").unwrap_err(),
+            "network.address: an answer is required"
+        );
         assert_eq!(
             d.answer("10.10.74.70").unwrap_err(),
             "network.address = \"10.10.74.70\": must be an IPv4 address with prefix length \
@@ -450,16 +466,34 @@ mod tests {
              keeps its own address; the VIP moves between nodes)"
         );
         d.answer("10.10.74.74").unwrap();
-        assert!(d.answer("300").unwrap_err().starts_with("ha.priority = 300: must be 0..=254"));
-        assert!(d.answer("high").unwrap_err().starts_with("ha.priority = high: must be 0..=254"));
+        assert!(
+            d.answer("300")
+                .unwrap_err()
+                .starts_with("ha.priority = 300: must be 0..=254")
+        );
+        assert!(
+            d.answer("high")
+                .unwrap_err()
+                .starts_with("ha.priority = high: must be 0..=254")
+        );
         d.answer("89").unwrap();
         assert!(d.answer("9090, 9090").unwrap_err().contains("listed twice"));
-        assert!(d.answer("http").unwrap_err().contains("\"http\" is not a port"));
-        assert_eq!(d.prompt().unwrap(), "Port redirects (e.g. 9090, 2121 or 80:9090; none for VRRP only) [9090]: ");
+        assert!(
+            d.answer("http")
+                .unwrap_err()
+                .contains("\"http\" is not a port")
+        );
+        assert_eq!(
+            d.prompt().unwrap(),
+            "Port redirects (e.g. 9090, 2121 or 80:9090; none for VRRP only) [9090]: "
+        );
         d.answer("80:9090").unwrap();
         assert_eq!(d.prompt(), None);
         let c = Config::parse(&d.finished().unwrap().unwrap(), "x").unwrap();
-        assert_eq!(c.ha.port_redirects, vec![PortRedirect { port: 80, to: 9090 }]);
+        assert_eq!(
+            c.ha.port_redirects,
+            vec![PortRedirect { port: 80, to: 9090 }]
+        );
         assert_eq!(c.network.unwrap().gateway, None);
     }
 

@@ -151,7 +151,8 @@ fn setup_reasks_bad_answers_and_writes_a_valid_config() {
     let p = path.to_str().unwrap();
     // address: one bad answer; gateway: outside the subnet, then good; VIP; priority 300 then
     // 89; redirects; no reboot.
-    let input = "10.77.0.12\n10.77.0.12/24\n10.78.0.1\n10.77.0.1\n10.77.0.100\n300\n89\n9090, 2121\nn\n";
+    let input =
+        "10.77.0.12\n10.77.0.12/24\n10.78.0.1\n10.77.0.1\n10.77.0.100\n300\n89\n9090, 2121\nn\n";
     let out = proxyha_stdin(&["setup", "--config", p], input);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "setup exits 0: {out:?}");
@@ -162,10 +163,16 @@ fn setup_reasks_bad_answers_and_writes_a_valid_config() {
         "ha.priority = 300: must be 0..=254",
         "not rebooting; the new config applies at the next reboot",
     ] {
-        assert!(stdout.contains(want), "setup output has {want:?}:\n{stdout}");
+        assert!(
+            stdout.contains(want),
+            "setup output has {want:?}:\n{stdout}"
+        );
     }
     let check = proxyha(&["config", "check", p]);
-    assert!(check.status.success(), "the written config is valid: {check:?}");
+    assert!(
+        check.status.success(),
+        "the written config is valid: {check:?}"
+    );
     let get = |key: &str| {
         let o = proxyha(&["config", "get", key, "--config", p]);
         assert!(o.status.success(), "config get {key}: {o:?}");
@@ -174,7 +181,12 @@ fn setup_reasks_bad_answers_and_writes_a_valid_config() {
     assert_eq!(get("network.address"), "10.77.0.12/24");
     assert_eq!(get("ha.virtual_ip"), "10.77.0.100");
     // A second run keeps every value on Enter, and input ending early writes nothing.
-    let keys = ["node.name", "network.address", "ha.virtual_ip", "appliance.builtin_proxy"];
+    let keys = [
+        "node.name",
+        "network.address",
+        "ha.virtual_ip",
+        "appliance.builtin_proxy",
+    ];
     let values: Vec<String> = keys.iter().map(|k| get(k)).collect();
     let out = proxyha_stdin(&["setup", "--config", p], "\n\n\n\n\n\n");
     assert!(out.status.success(), "{out:?}");
