@@ -199,7 +199,7 @@ pub fn plan(net: &Network, node_name: &str, current: &Current) -> Result<Vec<Ste
                 continue;
             }
             if let Some(master) = link.master
-                && !existing.is_some_and(|b| b.index == master)
+                && existing.is_none_or(|b| b.index != master)
             {
                 let master = current
                     .links

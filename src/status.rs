@@ -61,7 +61,7 @@ pub struct Status {
     pub nodes: Vec<NodeStatus>,
     /// When the HA interface is a bond: its mode, active slave and each slave's link.
     #[serde(default)]
-    pub bond: Option<crate::network::BondStatus>,
+    pub bond: Option<Box<crate::network::BondStatus>>,
 }
 
 /// One member of the load-sharing group (BRIEF §3).

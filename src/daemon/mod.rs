@@ -604,7 +604,7 @@ impl Shell {
                 .as_ref()
                 .map(|lb| lb.cluster.nodes())
                 .unwrap_or_default(),
-            bond: self.bond.clone(),
+            bond: self.bond.clone().map(Box::new),
         }
     }
 }
