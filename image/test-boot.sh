@@ -122,7 +122,8 @@ expect "proxyha: booting slot A|GRUB chose slot A" \
 	"proxyha: starting proxyha run|init started proxyha" \
 	"network: adding 10.99.0.11/24 to eth0|[network] address applied by proxyha" \
 	"proxyha 0.1.0 starting on eth0|proxyha running" \
-	"Entering MASTER STATE|VIP owned (MASTER)"
+	"Entering MASTER STATE|MASTER" \
+	"setting VIPs: 10.99.0.100|VIP owned (after the director data path, at most 1 s)"
 powerdown
 
 # /var/log/messages on the data partition (GPT partition 4), read without mounting.
