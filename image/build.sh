@@ -45,7 +45,7 @@ log "host tools"
 log "proxyha (static, $RUST_TARGET)"
 (cd "$top" && RUSTFLAGS="-C target-feature=+crt-static" "${nice[@]}" \
 	cargo build --release --locked --target "$RUST_TARGET" --bin proxyha)
-proxyha_bin=$top/target/$RUST_TARGET/release/proxyha
+proxyha_bin=${CARGO_TARGET_DIR:-$top/target}/$RUST_TARGET/release/proxyha
 file "$proxyha_bin" | grep -q 'static' || die "$proxyha_bin is not statically linked"
 version=$("$proxyha_bin" version | awk '{print $2}')
 

@@ -4,7 +4,7 @@
 # qemu-system-common), hence the explicit version when a mismatch is found.
 set -euo pipefail
 pkgs=(genimage mtools dosfstools e2fsprogs squashfs-tools grub-efi-amd64-bin grub-common ovmf
-	qemu-system-x86 qemu-utils kmod xz-utils cpio file nftables iproute2 util-linux)
+	qemu-system-x86 qemu-utils kmod xz-utils cpio file nftables iproute2 util-linux curl netcat-openbsd)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

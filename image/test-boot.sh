@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # QEMU smoke test of the built image (image/build.sh first):
 #   sudo image/test-boot.sh [IMAGE.qcow2]
-# Boot 1: a valid first-boot proxyha.toml (and the interim network.conf) is put on a copy's ESP with
+# Boot 1: a valid first-boot proxyha.toml (with [network]) is put on a copy's ESP with
 # mtools; the console must show it installed, proxyha started by init and the VIP owned (a lone node
 # becomes master); an ACPI power-down must stop proxyha first; /var/log/messages on the data
 # partition must hold the state changes, the priority-0 advert and kernel messages.
@@ -105,9 +105,14 @@ interface = "eth0"
 virtual_ip = "10.99.0.100"
 priority = 99
 port_redirects = [9090]
+
+[network]
+address = "10.99.0.11/24"
+gateway = "10.99.0.1"
+dns = ["10.99.0.2"]
+hostname = "smoke-1"
 EOF
-printf 'interface=eth0\naddress=10.99.0.11/24\n' >"$dir/network.conf"
-put_on_esp "$dir/proxyha.toml" "$dir/network.conf"
+put_on_esp "$dir/proxyha.toml"
 echo "boot 1: first-boot proxyha.toml"
 boot first
 expect "proxyha: booting slot A|GRUB chose slot A" \
@@ -115,8 +120,10 @@ expect "proxyha: booting slot A|GRUB chose slot A" \
 	"installed proxyha.toml from the boot partition|first-boot config installed" \
 	"data path tools ok|nft and ip run" \
 	"proxyha: starting proxyha run|init started proxyha" \
+	"network: adding 10.99.0.11/24 to eth0|[network] address applied by proxyha" \
 	"proxyha 0.1.0 starting on eth0|proxyha running" \
-	"Entering MASTER STATE|VIP owned (MASTER)"
+	"Entering MASTER STATE|MASTER" \
+	"setting VIPs: 10.99.0.100|VIP owned (after the director data path, at most 1 s)"
 powerdown
 
 # /var/log/messages on the data partition (GPT partition 4), read without mounting.
@@ -125,7 +132,9 @@ data_start=$(partx -g -o START -n 4 "$dir/disk.raw" | tr -d ' ')
 debugfs -R "cat /log/messages" "$dir/disk.raw?offset=$((data_start * 512))" >"$dir/messages" 2>/dev/null
 rm -f "$dir/disk.raw"
 for want in "Entering MASTER STATE" "setting VIPs" "sent 0 priority" "removing VIPs" \
-	"installed proxyha.toml from the boot partition" "kern.info kernel:" "tinyproxy["; do
+	"installed proxyha.toml from the boot partition" "kern.info kernel:" "tinyproxy[" \
+	"network: setting the default route via 10.99.0.1 dev eth0" "network: writing /etc/resolv.conf" \
+	"network: setting the host name to smoke-1"; do
 	grep -qF "$want" "$dir/messages" ||
 		{ tail -n 30 "$dir/messages" >&2; fail "/var/log/messages lacks \"$want\""; }
 	echo "  /var/log/messages has: $want"

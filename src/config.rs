@@ -1,5 +1,5 @@
-//! The configuration file (BRIEF §3): TOML with sections `[node]`, `[ha]`, `[control]` and
-//! `[log]`, validated in full at load.
+//! The configuration file (BRIEF §3): TOML with sections `[node]`, `[ha]`, `[control]`,
+//! `[log]`, and on the appliance `[network]` and `[appliance]`, validated in full at load.
 //!
 //! We walk toml's spanned document tree ([`toml::de::DeTable`]) by hand instead of deriving
 //! `Deserialize`: that way every error carries the line and column of the offending value,
@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -36,6 +36,95 @@ pub struct Config {
     pub ha: Ha,
     pub control: Control,
     pub log: Log,
+    /// `[network]`: applied by `proxyha run` at start; `None` (the section is absent) leaves
+    /// the interfaces alone, as on a lab or a general-purpose host.
+    pub network: Option<Network>,
+    pub appliance: Appliance,
+}
+
+/// `[network]`: the appliance's own addressing, applied through rtnetlink at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    /// The interface that gets `address`; with a bond, the bond's name.
+    pub interface: String,
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv4Addr>,
+    /// At most 3 (the resolver reads no more); empty leaves /etc/resolv.conf alone.
+    pub dns: Vec<Ipv4Addr>,
+    pub hostname: Option<String>,
+    pub bond: Option<Bond>,
+}
+
+/// `network.bond`: a Linux bond created at start from `slaves`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bond {
+    pub name: String,
+    pub slaves: Vec<String>,
+    pub mode: BondMode,
+}
+
+/// The kernel's bonding modes, by their `ip link` names (numbers are IFLA_BOND_MODE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BondMode {
+    BalanceRr = 0,
+    #[default]
+    ActiveBackup = 1,
+    BalanceXor = 2,
+    Broadcast = 3,
+    Ieee8023ad = 4,
+    BalanceTlb = 5,
+    BalanceAlb = 6,
+}
+
+impl BondMode {
+    pub const ALL: [BondMode; 7] = [
+        BondMode::BalanceRr,
+        BondMode::ActiveBackup,
+        BondMode::BalanceXor,
+        BondMode::Broadcast,
+        BondMode::Ieee8023ad,
+        BondMode::BalanceTlb,
+        BondMode::BalanceAlb,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BondMode::BalanceRr => "balance-rr",
+            BondMode::ActiveBackup => "active-backup",
+            BondMode::BalanceXor => "balance-xor",
+            BondMode::Broadcast => "broadcast",
+            BondMode::Ieee8023ad => "802.3ad",
+            BondMode::BalanceTlb => "balance-tlb",
+            BondMode::BalanceAlb => "balance-alb",
+        }
+    }
+
+    /// The mode with kernel number `n` (IFLA_BOND_MODE).
+    pub fn from_kernel(n: u8) -> Option<BondMode> {
+        BondMode::ALL.into_iter().find(|m| *m as u8 == n)
+    }
+}
+
+impl fmt::Display for BondMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[appliance]`: switches of the appliance image's own services (ignored elsewhere).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appliance {
+    /// The built-in forward proxy (tinyproxy on 0.0.0.0:9090); off for a bring-your-own proxy.
+    pub builtin_proxy: bool,
+}
+
+impl Default for Appliance {
+    fn default() -> Self {
+        Appliance {
+            builtin_proxy: true,
+        }
+    }
 }
 
 /// `[node]`: this appliance.
@@ -142,6 +231,8 @@ pub struct Control {
 pub struct Log {
     pub target: LogTarget,
     pub level: LevelFilter,
+    /// `remote = "udp://HOST:PORT"`: the appliance's syslogd also sends every line there.
+    pub remote: Option<SocketAddrV4>,
 }
 
 /// Where log lines go.
@@ -206,7 +297,7 @@ fn render_diagnostics(origin: &str, diagnostics: &[Diagnostic]) -> String {
 }
 
 /// An I/O error's reason without the "(os error N)" suffix, for messages read by people.
-pub(crate) fn io_reason(err: &io::Error) -> String {
+pub fn io_reason(err: &io::Error) -> String {
     let text = err.to_string();
     match text.find(" (os error ") {
         Some(at) => text[..at].to_string(),
@@ -312,6 +403,20 @@ port_redirects = [9090, 2121]    # ports shared by the group; or { port = 80, to
 [log]
 # target = "syslog"              # "syslog" | "stderr" | "file:/absolute/path"
 # level = "info"                 # "error" | "warn" | "info" | "debug" | "trace"
+# remote = "udp://10.10.74.5:514" # appliance: syslogd also sends every line there (port default 514)
+
+# Appliance only: the network, applied by proxyha at start. Leave the section out on a host whose
+# network is managed otherwise.
+# [network]
+# interface = "eth0"             # default: bond.name with a bond, else eth0
+# address = "10.10.74.70/24"     # required: A.B.C.D/N, this node's address (node.management_ip)
+# gateway = "10.10.74.1"         # default route, inside the address's subnet
+# dns = ["10.10.74.2"]           # up to 3 name servers, written to /etc/resolv.conf
+# hostname = "jupiter"           # default: node.name
+# bond = { name = "bond0", slaves = ["eth0", "eth1"], mode = "active-backup" }
+
+# [appliance]
+# builtin_proxy = true           # the image's forward proxy on 0.0.0.0:9090; false to bring your own
 "#;
 
 // ---------------------------------------------------------------------------------------
@@ -319,7 +424,7 @@ port_redirects = [9090, 2121]    # ports shared by the group; or { port = 80, to
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
-const SECTIONS: &[&str] = &["node", "ha", "control", "log"];
+const SECTIONS: &[&str] = &["node", "ha", "control", "log", "network", "appliance"];
 const NODE_KEYS: &[&str] = &["name", "management_ip", "capacity"];
 const HA_KEYS: &[&str] = &[
     "interface",
@@ -338,7 +443,14 @@ const HA_KEYS: &[&str] = &[
     "drain",
 ];
 const CONTROL_KEYS: &[&str] = &["socket", "state_dir"];
-const LOG_KEYS: &[&str] = &["target", "level"];
+const LOG_KEYS: &[&str] = &["target", "level", "remote"];
+const NETWORK_KEYS: &[&str] = &["interface", "address", "gateway", "dns", "hostname", "bond"];
+const BOND_KEYS: &[&str] = &["name", "slaves", "mode"];
+const APPLIANCE_KEYS: &[&str] = &["builtin_proxy"];
+/// The resolver's MAXNS: later `nameserver` lines are ignored.
+const MAX_DNS: usize = 3;
+/// Slaves of one bond (the appliance has at most a few NICs).
+const MAX_SLAVES: usize = 8;
 const REDIRECT_KEYS: &[&str] = &["port", "to"];
 
 /// Longest Unix socket path: `sun_path` is 108 bytes including the terminating NUL.
@@ -398,16 +510,26 @@ impl Cx<'_> {
         let ha = self.section(root, "ha", HA_KEYS);
         let control = self.section(root, "control", CONTROL_KEYS);
         let log = self.section(root, "log", LOG_KEYS);
+        let network = self.section(root, "network", NETWORK_KEYS);
+        let appliance = self.section(root, "appliance", APPLIANCE_KEYS);
 
         let node = self.node(&node);
         let ha = self.ha(&ha, node.as_ref().and_then(|n| n.management_ip));
         let control = self.control(&control);
         let log = self.log(&log);
+        let network = self.network(
+            &network,
+            node.as_ref().and_then(|n| n.management_ip),
+            ha.as_ref().map(|h| h.virtual_ip),
+        );
+        let appliance = self.appliance(&appliance);
         Some(Config {
             node: node?,
             ha: ha?,
             control: control?,
             log: log?,
+            network: network?,
+            appliance: appliance?,
         })
     }
 
@@ -799,22 +921,7 @@ impl Cx<'_> {
     }
 
     fn interface(&mut self, v: &Value<'_>) -> Option<String> {
-        // The kernel's dev_valid_name(): 1..=15 bytes, not "." or "..", no '/', ':' or space.
-        const RULE: &str =
-            "must be an interface name of 1 to 15 characters without '/', ':' or spaces";
-        let name = self.string("ha.interface", v, RULE)?;
-        let ok = !name.is_empty()
-            && name.len() <= 15
-            && name != "."
-            && name != ".."
-            && !name
-                .chars()
-                .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
-        if !ok {
-            self.bad("ha.interface", v, RULE);
-            return None;
-        }
-        Some(name.to_string())
+        self.ifname("ha.interface", v)
     }
 
     fn advert_interval(&mut self, v: &Value<'_>, version: Version) -> Option<u32> {
@@ -1014,12 +1121,410 @@ impl Cx<'_> {
             }
             None => Some(LevelFilter::Info),
         };
+        let remote = match s.get("remote") {
+            Some(v) => self.remote(v).map(Some),
+            None => Some(None),
+        };
         Some(Log {
             target: target?,
             level: level?,
+            remote: remote?,
+        })
+    }
+
+    fn remote(&mut self, v: &Value<'_>) -> Option<SocketAddrV4> {
+        const RULE: &str = "must be \"udp://A.B.C.D\" or \"udp://A.B.C.D:PORT\" (an IPv4 address: \
+                            the log must not depend on DNS; port 1..=65535, default 514)";
+        let text = self.string("log.remote", v, RULE)?;
+        let Some(rest) = text.strip_prefix("udp://") else {
+            self.bad("log.remote", v, RULE);
+            return None;
+        };
+        let (host, port) = match rest.split_once(':') {
+            Some((host, port)) => (host, port.parse::<u16>().ok().filter(|p| *p != 0)),
+            None => (rest, Some(514)),
+        };
+        match (host.parse::<Ipv4Addr>(), port) {
+            (Ok(addr), Some(port))
+                if !addr.is_unspecified() && !addr.is_multicast() && !addr.is_broadcast() =>
+            {
+                Some(SocketAddrV4::new(addr, port))
+            }
+            _ => {
+                self.bad("log.remote", v, RULE);
+                None
+            }
+        }
+    }
+
+    fn appliance(&mut self, s: &Section<'_, '_>) -> Option<Appliance> {
+        let builtin_proxy = match s.get("builtin_proxy") {
+            Some(v) => self.boolean("appliance.builtin_proxy", v)?,
+            None => true,
+        };
+        Some(Appliance { builtin_proxy })
+    }
+
+    /// An interface name as the kernel's dev_valid_name() accepts it.
+    fn ifname(&mut self, key: &str, v: &Value<'_>) -> Option<String> {
+        const RULE: &str =
+            "must be an interface name of 1 to 15 characters without '/', ':' or spaces";
+        let name = self.string(key, v, RULE)?;
+        let ok = !name.is_empty()
+            && name.len() <= 15
+            && name != "."
+            && name != ".."
+            && !name
+                .chars()
+                .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+        if !ok {
+            self.bad(key, v, RULE);
+            return None;
+        }
+        Some(name.to_string())
+    }
+
+    fn network(
+        &mut self,
+        s: &Section<'_, '_>,
+        management_ip: Option<Ipv4Addr>,
+        vip: Option<Ipv4Addr>,
+    ) -> Option<Option<Network>> {
+        if s.table.is_none() {
+            // Absent: proxyha leaves the network alone. Present but not a table: reported.
+            return if s.broken { None } else { Some(None) };
+        }
+        let bond = match s.get("bond") {
+            Some(v) => self.bond(v).map(Some),
+            None => Some(None),
+        };
+        let interface = match (s.get("interface"), &bond) {
+            (Some(v), Some(Some(bond))) => self.ifname("network.interface", v).and_then(|name| {
+                if name == bond.name {
+                    Some(name)
+                } else {
+                    self.bad(
+                        "network.interface",
+                        v,
+                        format_args!(
+                            "must be the bond's name {:?} when network.bond is set \
+                             (the address goes on the bond), or left out",
+                            bond.name
+                        ),
+                    );
+                    None
+                }
+            }),
+            (Some(v), _) => self.ifname("network.interface", v),
+            (None, Some(Some(bond))) => Some(bond.name.clone()),
+            (None, _) => Some("eth0".to_string()),
+        };
+        let address = match s.get("address") {
+            Some(v) => self.cidr(v, management_ip, vip),
+            None => {
+                self.required(
+                    s,
+                    "address",
+                    "this node's address and prefix, e.g. address = \"10.10.74.70/24\"",
+                );
+                None
+            }
+        };
+        let gateway = match s.get("gateway") {
+            Some(v) => self
+                .ipv4("network.gateway", v)
+                .and_then(|gw| match address {
+                    Some((addr, prefix)) if !same_subnet(gw, addr, prefix) => {
+                        self.bad(
+                            "network.gateway",
+                            v,
+                            format_args!(
+                                "must be inside the subnet of network.address {}/{prefix}",
+                                subnet(addr, prefix)
+                            ),
+                        );
+                        None
+                    }
+                    Some((addr, _)) if gw == addr => {
+                        self.bad(
+                            "network.gateway",
+                            v,
+                            "must be a router on the subnet, not this node's own address",
+                        );
+                        None
+                    }
+                    _ => Some(Some(gw)),
+                }),
+            None => Some(None),
+        };
+        let dns = match s.get("dns") {
+            Some(v) => self.dns(v),
+            None => Some(Vec::new()),
+        };
+        let hostname = match s.get("hostname") {
+            Some(v) => self.hostname(v).map(Some),
+            None => Some(None),
+        };
+        let (address, prefix) = address?;
+        Some(Some(Network {
+            interface: interface?,
+            address,
+            prefix,
+            gateway: gateway?,
+            dns: dns?,
+            hostname: hostname?,
+            bond: bond?,
+        }))
+    }
+
+    /// `"A.B.C.D/N"`: a host address (not the subnet or its broadcast) with prefix 1..=32.
+    fn cidr(
+        &mut self,
+        v: &Value<'_>,
+        management_ip: Option<Ipv4Addr>,
+        vip: Option<Ipv4Addr>,
+    ) -> Option<(Ipv4Addr, u8)> {
+        const RULE: &str =
+            "must be an IPv4 address with prefix length 1..=32, e.g. \"10.10.74.70/24\"";
+        let text = self.string("network.address", v, RULE)?;
+        let parsed = text.split_once('/').and_then(|(a, p)| {
+            let addr = a.parse::<Ipv4Addr>().ok()?;
+            let prefix = p.parse::<u8>().ok().filter(|p| (1..=32).contains(p))?;
+            Some((addr, prefix))
+        });
+        let Some((addr, prefix)) = parsed else {
+            self.bad("network.address", v, RULE);
+            return None;
+        };
+        let bits = u32::from(addr);
+        let host_mask = if prefix == 32 { 0 } else { u32::MAX >> prefix };
+        let problem = if addr.is_unspecified()
+            || addr.is_loopback()
+            || addr.is_multicast()
+            || addr.is_broadcast()
+            || addr.octets()[0] >= 240
+        {
+            Some("must be a unicast address".to_string())
+        } else if prefix <= 30 && bits & host_mask == 0 {
+            Some(format!(
+                "is the subnet's own address; use a host address inside {}/{prefix}",
+                subnet(addr, prefix)
+            ))
+        } else if prefix <= 30 && bits & host_mask == host_mask {
+            Some(format!(
+                "is the broadcast address of {}/{prefix}; use a host address",
+                subnet(addr, prefix)
+            ))
+        } else if management_ip.is_some_and(|m| m != addr) {
+            Some(format!(
+                "must be node.management_ip ({}) with its prefix: the node's own address on the \
+                 HA interface",
+                management_ip.unwrap_or(addr)
+            ))
+        } else if vip == Some(addr) {
+            Some("must differ from ha.virtual_ip (the VIP moves between nodes)".to_string())
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            self.bad("network.address", v, problem);
+            return None;
+        }
+        Some((addr, prefix))
+    }
+
+    fn dns(&mut self, v: &Value<'_>) -> Option<Vec<Ipv4Addr>> {
+        let DeValue::Array(items) = v.get_ref() else {
+            self.bad(
+                "network.dns",
+                v,
+                "must be a list of up to 3 IPv4 addresses, e.g. [\"10.10.74.2\"]",
+            );
+            return None;
+        };
+        if items.len() > MAX_DNS {
+            self.bad(
+                "network.dns",
+                v,
+                format_args!("must list at most {MAX_DNS} servers (the resolver ignores more)"),
+            );
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            match self.ipv4(&format!("network.dns[{i}]"), item) {
+                Some(a) => out.push(a),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn hostname(&mut self, v: &Value<'_>) -> Option<String> {
+        const RULE: &str = "must be a host name: labels of 1 to 63 letters, digits or '-' \
+                            (not at either end), separated by '.', 253 characters at most";
+        let name = self.string("network.hostname", v, RULE)?;
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if name.len() > 253 || !name.split('.').all(label_ok) {
+            self.bad("network.hostname", v, RULE);
+            return None;
+        }
+        Some(name.to_string())
+    }
+
+    fn bond(&mut self, v: &Value<'_>) -> Option<Bond> {
+        const SHAPE: &str = "must be a table such as { name = \"bond0\", slaves = [\"eth0\", \"eth1\"], \
+                             mode = \"active-backup\" }";
+        let DeValue::Table(table) = v.get_ref() else {
+            self.bad("network.bond", v, SHAPE);
+            return None;
+        };
+        let clean = self.unknown_keys(table, "network.bond", "network.bond", BOND_KEYS);
+        let name = match table.get("name") {
+            Some(n) => self.ifname("network.bond.name", n),
+            None => {
+                self.error(
+                    v.span(),
+                    "network.bond.name is required, e.g. name = \"bond0\"".into(),
+                );
+                None
+            }
+        };
+        let slaves = match table.get("slaves") {
+            Some(list) => self.slaves(list, name.as_deref()),
+            None => {
+                self.error(
+                    v.span(),
+                    "network.bond.slaves is required: the NICs to bond, e.g. slaves = [\"eth0\", \"eth1\"]"
+                        .into(),
+                );
+                None
+            }
+        };
+        let mode = match table.get("mode") {
+            Some(m) => {
+                let names: Vec<String> = BondMode::ALL
+                    .iter()
+                    .map(|m| format!("\"{}\"", m.as_str()))
+                    .collect();
+                let rule = format!("must be one of {}", names.join(", "));
+                match self.string("network.bond.mode", m, &rule) {
+                    Some(text) => match BondMode::ALL.into_iter().find(|b| b.as_str() == text) {
+                        Some(mode) => Some(mode),
+                        None => {
+                            self.bad("network.bond.mode", m, rule);
+                            None
+                        }
+                    },
+                    None => None,
+                }
+            }
+            None => Some(BondMode::ActiveBackup),
+        };
+        if !clean {
+            return None;
+        }
+        Some(Bond {
+            name: name?,
+            slaves: slaves?,
+            mode: mode?,
+        })
+    }
+
+    fn slaves(&mut self, v: &Value<'_>, bond: Option<&str>) -> Option<Vec<String>> {
+        let DeValue::Array(items) = v.get_ref() else {
+            self.bad(
+                "network.bond.slaves",
+                v,
+                "must be a list of 1 to 8 interface names, e.g. [\"eth0\", \"eth1\"]",
+            );
+            return None;
+        };
+        if items.is_empty() || items.len() > MAX_SLAVES {
+            self.bad(
+                "network.bond.slaves",
+                v,
+                format_args!("must list 1 to {MAX_SLAVES} interfaces"),
+            );
+            return None;
+        }
+        let mut out: Vec<String> = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let key = format!("network.bond.slaves[{i}]");
+            let Some(name) = self.ifname(&key, item) else {
+                ok = false;
+                continue;
+            };
+            if Some(name.as_str()) == bond {
+                self.bad(&key, item, "must not be the bond itself");
+                ok = false;
+            } else if out.contains(&name) {
+                self.bad(&key, item, "duplicate interface; list each slave once");
+                ok = false;
+            } else {
+                out.push(name);
+            }
+        }
+        ok.then_some(out)
+    }
+}
+
+/// The subnet address of `addr/prefix`.
+fn subnet(addr: Ipv4Addr, prefix: u8) -> Ipv4Addr {
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    };
+    Ipv4Addr::from(u32::from(addr) & mask)
+}
+
+fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix: u8) -> bool {
+    subnet(a, prefix) == subnet(b, prefix)
+}
+
+impl Config {
+    /// The value of a key scripts read (`proxyha config get`), rendered for a shell: `None`
+    /// for an unknown key, `Some("")` for an unset optional one.
+    pub fn get(&self, key: &str) -> Option<String> {
+        let network = self.network.as_ref();
+        Some(match key {
+            "node.name" => self.node.name.clone(),
+            "ha.interface" => self.ha.interface.clone(),
+            "ha.virtual_ip" => self.ha.virtual_ip.to_string(),
+            "log.remote" => self.log.remote.map(|a| a.to_string()).unwrap_or_default(),
+            "appliance.builtin_proxy" => self.appliance.builtin_proxy.to_string(),
+            "network.interface" => network.map(|n| n.interface.clone()).unwrap_or_default(),
+            "network.address" => network
+                .map(|n| format!("{}/{}", n.address, n.prefix))
+                .unwrap_or_default(),
+            "network.hostname" => network
+                .map(|n| n.hostname.clone().unwrap_or_else(|| self.node.name.clone()))
+                .unwrap_or_default(),
+            _ => return None,
         })
     }
 }
+
+/// The keys [`Config::get`] knows, for its error message.
+pub const GET_KEYS: &[&str] = &[
+    "node.name",
+    "ha.interface",
+    "ha.virtual_ip",
+    "log.remote",
+    "appliance.builtin_proxy",
+    "network.interface",
+    "network.address",
+    "network.hostname",
+];
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -1195,6 +1700,163 @@ mod tests {
         assert_eq!(config.control.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
         assert_eq!(config.log.target, LogTarget::Syslog);
         assert_eq!(config.log.level, LevelFilter::Info);
+        assert_eq!(config.log.remote, None);
+        assert_eq!(config.network, None);
+        assert!(config.appliance.builtin_proxy);
+    }
+
+    #[test]
+    fn network_defaults() {
+        let config = parse(&format!("{MINIMAL}[network]\naddress = \"10.1.2.3/24\"\n"));
+        assert_eq!(
+            config.network,
+            Some(Network {
+                interface: "eth0".into(),
+                address: Ipv4Addr::new(10, 1, 2, 3),
+                prefix: 24,
+                gateway: None,
+                dns: vec![],
+                hostname: None,
+                bond: None,
+            })
+        );
+        let config = parse(&format!(
+            "{MINIMAL}[network]\naddress = \"10.1.2.3/24\"\nbond = {{ name = \"bond1\", slaves = [\"eth2\"] }}\n"
+        ));
+        let network = config.network.unwrap();
+        assert_eq!(network.interface, "bond1");
+        assert_eq!(network.bond.unwrap().mode, BondMode::ActiveBackup);
+        assert_eq!(
+            parse(&format!("{MINIMAL}[log]\nremote = \"udp://10.0.0.1\"\n"))
+                .log
+                .remote,
+            Some("10.0.0.1:514".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn network_rules() {
+        let net = |body: &str| {
+            error(&format!(
+                "{MINIMAL}[network]\naddress = \"10.1.2.3/24\"\n{body}\n"
+            ))
+        };
+        assert_eq!(
+            error(&format!("{MINIMAL}[network]\naddress = \"10.1.2.3\"\n")),
+            "proxyha.toml:5:11: network.address = \"10.1.2.3\": must be an IPv4 address with prefix \
+             length 1..=32, e.g. \"10.10.74.70/24\""
+        );
+        assert_eq!(
+            error(&format!("{MINIMAL}[network]\naddress = \"10.1.2.0/24\"\n")),
+            "proxyha.toml:5:11: network.address = \"10.1.2.0/24\": is the subnet's own address; \
+             use a host address inside 10.1.2.0/24"
+        );
+        assert_eq!(
+            error(&format!(
+                "{MINIMAL}[network]\naddress = \"10.10.74.74/24\"\n"
+            )),
+            "proxyha.toml:5:11: network.address = \"10.10.74.74/24\": must differ from \
+             ha.virtual_ip (the VIP moves between nodes)"
+        );
+        assert_eq!(
+            error(&format!(
+                "[node]\nmanagement_ip = \"10.1.2.4\"\n{MINIMAL}[network]\naddress = \"10.1.2.3/24\"\n"
+            )),
+            "proxyha.toml:7:11: network.address = \"10.1.2.3/24\": must be node.management_ip \
+             (10.1.2.4) with its prefix: the node's own address on the HA interface"
+        );
+        assert_eq!(
+            error(&format!("{MINIMAL}[network]\n")),
+            "proxyha.toml:4:1: network.address is required in [network]: this node's address and \
+             prefix, e.g. address = \"10.10.74.70/24\""
+        );
+        assert_eq!(
+            net("gateway = \"10.1.3.1\""),
+            "proxyha.toml:6:11: network.gateway = \"10.1.3.1\": must be inside the subnet of \
+             network.address 10.1.2.0/24"
+        );
+        assert_eq!(
+            net("dns = [\"10.0.0.1\", \"10.0.0.2\", \"10.0.0.3\", \"10.0.0.4\"]"),
+            "proxyha.toml:6:7: network.dns = [\"10.0.0.1\", \"10.0.0.2\", \"10.0.0.3\", \"10.0.0.4\"]: \
+             must list at most 3 servers (the resolver ignores more)"
+        );
+        assert_eq!(
+            net("dns = [\"10.0.0.1\", \"nameserver\"]"),
+            "proxyha.toml:6:20: network.dns[1] = \"nameserver\": must be an IPv4 address such as \
+             \"10.10.74.74\""
+        );
+        assert!(
+            net("hostname = \"-bad\"")
+                .starts_with("proxyha.toml:6:12: network.hostname = \"-bad\": must be a host name")
+        );
+        assert_eq!(
+            net("bond = { name = \"bond0\", slaves = [\"eth0\", \"eth0\"] }"),
+            "proxyha.toml:6:44: network.bond.slaves[1] = \"eth0\": duplicate interface; list each \
+             slave once"
+        );
+        assert_eq!(
+            net("bond = { name = \"bond0\", slaves = [\"eth0\"], mode = \"lacp\" }"),
+            "proxyha.toml:6:52: network.bond.mode = \"lacp\": must be one of \"balance-rr\", \
+             \"active-backup\", \"balance-xor\", \"broadcast\", \"802.3ad\", \"balance-tlb\", \
+             \"balance-alb\""
+        );
+        assert_eq!(
+            net("bond = { name = \"bond0\", slave = [\"eth0\"] }"),
+            "proxyha.toml:6:8: network.bond.slaves is required: the NICs to bond, e.g. slaves = \
+             [\"eth0\", \"eth1\"]\n\
+             proxyha.toml:6:26: unknown key network.bond.slave (did you mean slaves?); allowed keys \
+             in network.bond: name, slaves, mode"
+        );
+        assert_eq!(
+            net("interface = \"eth0\"\nbond = { name = \"bond0\", slaves = [\"eth0\", \"eth1\"] }"),
+            "proxyha.toml:6:13: network.interface = \"eth0\": must be the bond's name \"bond0\" when \
+             network.bond is set (the address goes on the bond), or left out"
+        );
+        for (text, expected) in [
+            (
+                "remote = \"10.0.0.1:514\"",
+                "proxyha.toml:5:10: log.remote = \"10.0.0.1:514\": must be",
+            ),
+            (
+                "remote = \"udp://loghost:514\"",
+                "proxyha.toml:5:10: log.remote = \"udp://loghost:514\": must be",
+            ),
+            (
+                "remote = \"udp://10.0.0.1:0\"",
+                "proxyha.toml:5:10: log.remote = \"udp://10.0.0.1:0\": must be",
+            ),
+        ] {
+            let got = error(&format!("{MINIMAL}[log]\n{text}\n"));
+            assert!(got.starts_with(expected), "{got}");
+        }
+        assert_eq!(
+            error(&format!("{MINIMAL}[appliance]\nbuiltin_proxy = \"no\"\n")),
+            "proxyha.toml:5:17: appliance.builtin_proxy = \"no\": must be true or false"
+        );
+    }
+
+    #[test]
+    fn get_renders_keys_for_scripts() {
+        let config = parse(&format!(
+            "{MINIMAL}[log]\nremote = \"udp://10.0.0.9\"\n[network]\naddress = \"10.1.2.3/24\"\n"
+        ));
+        assert_eq!(config.get("log.remote").as_deref(), Some("10.0.0.9:514"));
+        assert_eq!(
+            config.get("appliance.builtin_proxy").as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            config.get("network.address").as_deref(),
+            Some("10.1.2.3/24")
+        );
+        assert_eq!(
+            config.get("network.hostname"),
+            Some(config.node.name.clone())
+        );
+        assert_eq!(config.get("nope"), None);
+        for key in GET_KEYS {
+            assert!(config.get(key).is_some(), "{key}");
+        }
     }
 
     #[test]
@@ -1229,6 +1891,17 @@ state_dir = "/srv/proxyha/state"
 [log]
 target = "file:/var/log/proxyha.log"
 level = "debug"
+remote = "udp://10.10.74.5:1514"
+
+[network]
+address = "10.10.74.70/24"
+gateway = "10.10.74.1"
+dns = ["10.10.74.2", "10.10.74.3"]
+hostname = "jupiter.example.net"
+bond = { name = "bond0", slaves = ["eth0", "eth1"], mode = "802.3ad" }
+
+[appliance]
+builtin_proxy = false
 "#,
         );
         assert_eq!(
@@ -1272,6 +1945,23 @@ level = "debug"
                 log: Log {
                     target: LogTarget::File("/var/log/proxyha.log".into()),
                     level: LevelFilter::Debug,
+                    remote: Some("10.10.74.5:1514".parse().unwrap()),
+                },
+                network: Some(Network {
+                    interface: "bond0".into(),
+                    address: Ipv4Addr::new(10, 10, 74, 70),
+                    prefix: 24,
+                    gateway: Some(Ipv4Addr::new(10, 10, 74, 1)),
+                    dns: vec![Ipv4Addr::new(10, 10, 74, 2), Ipv4Addr::new(10, 10, 74, 3)],
+                    hostname: Some("jupiter.example.net".into()),
+                    bond: Some(Bond {
+                        name: "bond0".into(),
+                        slaves: vec!["eth0".into(), "eth1".into()],
+                        mode: BondMode::Ieee8023ad,
+                    }),
+                }),
+                appliance: Appliance {
+                    builtin_proxy: false
                 },
             }
         );
@@ -1631,11 +2321,12 @@ target = "syslog"                # "syslog" | "stderr" | "file:/path"
         assert_eq!(
             error(&format!("{MINIMAL}[log]\nlevl = \"info\"\n")),
             "proxyha.toml:5:1: unknown key log.levl (did you mean level?); allowed keys in [log]: \
-             target, level"
+             target, level, remote"
         );
         assert_eq!(
             error(&format!("{MINIMAL}[vrrp]\n")),
-            "proxyha.toml:4:2: unknown section [vrrp]; allowed sections: node, ha, control, log"
+            "proxyha.toml:4:2: unknown section [vrrp]; allowed sections: node, ha, control, log, \
+             network, appliance"
         );
         assert_eq!(
             error("ha = 1\n"),

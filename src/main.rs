@@ -70,6 +70,12 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Ask for the essentials on the console (address, gateway, VIP, priority, port
+    /// redirects), write the config atomically and offer to reboot to apply it
+    Setup {
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
     /// Print the version
     Version,
 }
@@ -80,6 +86,12 @@ enum ConfigCommand {
     Check { path: PathBuf },
     /// Print a commented example configuration
     Example,
+    /// Print one validated value for scripts (empty when unset); exit 1 if the file is invalid
+    Get {
+        key: String,
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -113,6 +125,10 @@ fn main() -> ExitCode {
             print!("{}", config::example());
             ExitCode::SUCCESS
         }
+        Command::Config {
+            command: ConfigCommand::Get { key, config },
+        } => config_get(&key, &config),
+        Command::Setup { config } => proxyha_setup(&config),
         Command::Version => {
             println!("proxyha {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -298,6 +314,99 @@ fn status(json: bool, control: Option<PathBuf>, client: Option<std::net::Ipv4Add
         Err(e) => {
             eprintln!("proxyha: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_get(key: &str, path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match config.get(key) {
+        Some(value) => {
+            println!("{value}");
+            ExitCode::SUCCESS
+        }
+        None => {
+            eprintln!(
+                "proxyha: config get: unknown key {key}; keys: {}",
+                config::GET_KEYS.join(", ")
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The console shell around `setup::Dialogue`: prompts on stdout, errors on stdout too (the
+/// operator reads one stream), lines from stdin. End of input before the last answer writes
+/// nothing (exit 1).
+fn proxyha_setup(path: &Path) -> ExitCode {
+    use std::io::{BufRead, Write};
+    let base = match Config::load(path) {
+        Ok(c) => Some(c),
+        Err(config::ConfigError::Read { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            None
+        }
+        Err(e) => {
+            println!("the current config is not valid, starting from scratch:\n{e}");
+            None
+        }
+    };
+    let mut dialogue = proxyha::setup::Dialogue::new(base);
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    let mut out = std::io::stdout();
+    println!("ProxyHA setup: Enter keeps the value in brackets.");
+    while let Some(prompt) = dialogue.prompt() {
+        print!("{prompt}");
+        let _ = out.flush();
+        let Some(Ok(line)) = lines.next() else {
+            println!("\nsetup: input ended; nothing written");
+            return ExitCode::FAILURE;
+        };
+        if let Err(e) = dialogue.answer(&line) {
+            println!("  {e}");
+        }
+    }
+    let text = match dialogue.finished() {
+        Some(Ok(text)) => text,
+        Some(Err(e)) => {
+            println!("setup: the result is not valid, nothing written:\n{e}");
+            return ExitCode::FAILURE;
+        }
+        None => return ExitCode::FAILURE,
+    };
+    if let Err(e) = proxyha::daemon::write_atomic(path, text.as_bytes()) {
+        println!(
+            "setup: writing {}: {}; nothing changed",
+            path.display(),
+            config::io_reason(&e)
+        );
+        return ExitCode::FAILURE;
+    }
+    println!("wrote {}", path.display());
+    print!("Reboot now to apply? [y/N]: ");
+    let _ = out.flush();
+    match lines.next() {
+        Some(Ok(answer)) if answer.trim().eq_ignore_ascii_case("y") => {
+            println!("rebooting");
+            match std::process::Command::new("reboot").status() {
+                Ok(s) if s.success() => ExitCode::SUCCESS,
+                _ => {
+                    println!("setup: reboot failed; reboot by hand to apply");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        _ => {
+            println!("not rebooting; the new config applies at the next reboot");
+            ExitCode::SUCCESS
         }
     }
 }

@@ -18,7 +18,7 @@
 
 use std::fmt::Display;
 
-use crate::config::{Config, Control, Ha, Log, Node, PortRedirect};
+use crate::config::{Appliance, Config, Control, Ha, Log, Node, PortRedirect};
 
 /// How to apply a new configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -110,7 +110,13 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
                 drain,
             },
         control: Control { socket, state_dir },
-        log: Log { target, level },
+        log: Log {
+            target,
+            level,
+            remote,
+        },
+        network,
+        appliance: Appliance { builtin_proxy },
     } = new;
     let o = old;
 
@@ -185,6 +191,21 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         &show(state_dir),
     );
     change(n, "log.target", &o.log.target, target);
+    // The image's boot script applies these (syslogd, the built-in proxy), and proxyha
+    // applies [network] once at start: changing the network under a running VRRP instance
+    // is what a reboot is for.
+    if o.log.remote != *remote {
+        n.push("log.remote".to_string());
+    }
+    if o.network != *network {
+        n.push("[network]".to_string());
+    }
+    change(
+        n,
+        "appliance.builtin_proxy",
+        &o.appliance.builtin_proxy,
+        builtin_proxy,
+    );
     p
 }
 
@@ -194,6 +215,9 @@ pub fn effective(old: &Config, new: &Config) -> Config {
     let mut c = new.clone();
     c.control = old.control.clone();
     c.log.target = old.log.target.clone();
+    c.log.remote = old.log.remote;
+    c.network = old.network.clone();
+    c.appliance = old.appliance.clone();
     c
 }
 

@@ -59,6 +59,9 @@ pub struct Status {
     /// On the director every member; on a scanning node the director and itself.
     #[serde(default)]
     pub nodes: Vec<NodeStatus>,
+    /// When the HA interface is a bond: its mode, active slave and each slave's link.
+    #[serde(default)]
+    pub bond: Option<Box<crate::network::BondStatus>>,
     /// Maintenance (`proxyha drain`): no new clients come to this node; pinned ones finish.
     #[serde(default)]
     pub draining: bool,
@@ -264,6 +267,9 @@ pub fn render_table(status: &Status) -> String {
         "link",
         if status.link_up { "up" } else { "DOWN" }.to_string(),
     ));
+    if let Some(bond) = &status.bond {
+        rows.push(("bond", crate::network::bond_summary(bond)));
+    }
     rows.push(("uptime", human_duration(status.uptime_s)));
     let count = |name: &str| status.counters.get(name).copied().unwrap_or(0);
     rows.push((
@@ -585,6 +591,7 @@ mod tests {
                 .map(|(name, n)| (name.to_string(), *n))
                 .collect(),
             director: Some(Ipv4Addr::new(10, 10, 74, 71)),
+            bond: None,
             nodes: vec![NodeStatus {
                 name: "jupiter".into(),
                 address: Ipv4Addr::new(10, 10, 74, 71),

@@ -276,3 +276,81 @@ fn check_without_redirects_has_nothing_to_check() {
         "ok: no ha.port_redirects, nothing to check\n"
     );
 }
+
+fn proxyha_stdin(args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_proxyha"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running the proxyha binary");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("feeding stdin");
+    child.wait_with_output().expect("waiting for proxyha")
+}
+
+#[test]
+fn setup_reasks_bad_answers_and_writes_a_valid_config() {
+    let dir = std::env::temp_dir().join(format!("proxyha-cli-setup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("creating a temp dir");
+    let path = dir.join("proxyha.toml");
+    let _ = std::fs::remove_file(&path);
+    let p = path.to_str().unwrap();
+    // address: one bad answer; gateway: outside the subnet, then good; VIP; priority 300 then
+    // 89; redirects; no reboot.
+    let input =
+        "10.77.0.12\n10.77.0.12/24\n10.78.0.1\n10.77.0.1\n10.77.0.100\n300\n89\n9090, 2121\nn\n";
+    let out = proxyha_stdin(&["setup", "--config", p], input);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "setup exits 0: {out:?}");
+    for want in [
+        "This node's address and prefix (A.B.C.D/N): ",
+        "network.address = \"10.77.0.12\": must be an IPv4 address with prefix length",
+        "network.gateway = \"10.78.0.1\": must be inside the subnet of network.address 10.77.0.0/24",
+        "ha.priority = 300: must be 0..=254",
+        "not rebooting; the new config applies at the next reboot",
+    ] {
+        assert!(
+            stdout.contains(want),
+            "setup output has {want:?}:\n{stdout}"
+        );
+    }
+    let check = proxyha(&["config", "check", p]);
+    assert!(
+        check.status.success(),
+        "the written config is valid: {check:?}"
+    );
+    let get = |key: &str| {
+        let o = proxyha(&["config", "get", key, "--config", p]);
+        assert!(o.status.success(), "config get {key}: {o:?}");
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(get("network.address"), "10.77.0.12/24");
+    assert_eq!(get("ha.virtual_ip"), "10.77.0.100");
+    // A second run keeps every value on Enter, and input ending early writes nothing.
+    let keys = [
+        "node.name",
+        "network.address",
+        "ha.virtual_ip",
+        "appliance.builtin_proxy",
+    ];
+    let values: Vec<String> = keys.iter().map(|k| get(k)).collect();
+    let out = proxyha_stdin(&["setup", "--config", p], "\n\n\n\n\n\n");
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[10.77.0.12/24]: "));
+    assert_eq!(keys.iter().map(|k| get(k)).collect::<Vec<_>>(), values);
+    let before = std::fs::read_to_string(&path).unwrap();
+    let out = proxyha_stdin(&["setup", "--config", p], "10.77.0.13/24\n");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+    let bad = proxyha(&["config", "get", "ha.nope", "--config", p]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown key ha.nope; keys: node.name"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

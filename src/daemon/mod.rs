@@ -6,7 +6,9 @@
 mod control;
 pub mod maintenance;
 pub mod netlink;
+mod network;
 mod reload;
+pub use network::write_atomic;
 mod sockets;
 mod worker;
 
@@ -72,6 +74,8 @@ struct Shell {
     config_path: Option<PathBuf>,
     /// For the data-path worker of a load-sharing core started by a reload.
     done_tx: tokio::sync::mpsc::UnboundedSender<Done>,
+    /// The HA interface's bond as last read (None: not a bond).
+    bond: Option<crate::network::BondStatus>,
 }
 
 /// The membership core and its I/O: protocol-253 socket, load sampler, data-path worker.
@@ -104,8 +108,22 @@ pub async fn run(
     let (conn, handle, _) = rtnetlink::new_connection()?;
     tokio::spawn(conn);
     let ifname = config.ha.interface.clone();
+    // [network] (the appliance): addresses, bond, route, resolver, host name first.
+    network::apply(&handle, &config).await?;
     // Subscribe before reading the initial state so a change in between is not lost.
     let mut link_events = LinkEvents::subscribe()?;
+    let bond_events = netlink::AnyLinkEvents::subscribe()?;
+    let bond = network::bond(&handle, &ifname).await?;
+    let mut bond_events = match &bond {
+        Some(b) => {
+            log::info!("{ifname} is a bond: {}", crate::network::bond_summary(b));
+            Some(bond_events)
+        }
+        None => {
+            drop(bond_events);
+            None
+        }
+    };
     let link = netlink::link_by_name(&handle, &ifname).await?;
     link_events.watch(link.index);
     let primary = primary_address(&handle, &config, &link).await?;
@@ -160,6 +178,7 @@ pub async fn run(
         draining,
         config_path,
         done_tx,
+        bond,
     };
     log::info!(
         "proxyha {} starting on {ifname} ({primary}), VRID {}, priority {}, VIP {vip}, link {}",
@@ -286,6 +305,13 @@ pub async fn run(
                     link_events.watch(shell.link.index);
                 }
             },
+            event = next_bond_event(bond_events.as_mut()) => match event {
+                Some(()) => shell.refresh_bond().await,
+                None => {
+                    log::error!("netlink link monitor (bond) ended; resubscribing");
+                    bond_events = Some(netlink::AnyLinkEvents::subscribe()?);
+                }
+            },
             Some((request, reply)) = requests.recv() => {
                 let response = match request {
                     Request::Status => Response::Status(shell.status(&router)),
@@ -330,6 +356,14 @@ pub async fn run(
     }
     log::info!("stopped");
     Ok(())
+}
+
+/// The next link change while the HA interface is a bond; never completes otherwise.
+async fn next_bond_event(events: Option<&mut netlink::AnyLinkEvents>) -> Option<()> {
+    match events {
+        Some(e) => e.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Waits for a membership datagram; never completes when load sharing is off.
@@ -618,6 +652,23 @@ impl Shell {
         }
     }
 
+    /// Re-reads the bond after a link change and logs what changed (slave links, the active
+    /// slave).
+    async fn refresh_bond(&mut self) {
+        match network::bond(&self.handle, &self.link.name).await {
+            Ok(Some(new)) => {
+                if let Some(old) = &self.bond {
+                    for line in crate::network::bond_changes(old, &new) {
+                        log::info!("{line}");
+                    }
+                }
+                self.bond = Some(new);
+            }
+            Ok(None) => {}
+            Err(e) => log::warn!("reading bond {}: {e}", self.link.name),
+        }
+    }
+
     fn vrid(&self) -> u8 {
         self.config.ha.virtual_router_id
     }
@@ -710,6 +761,7 @@ impl Shell {
                 .map(|lb| lb.direct_only.clone())
                 .unwrap_or_default(),
             draining: self.draining,
+            bond: self.bond.clone().map(Box::new),
         }
     }
 

@@ -202,3 +202,206 @@ impl LinkEvents {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The appliance network ([network], src/network.rs) and the bond's state
+
+use crate::network::{Address, Link, Step};
+use rtnetlink::packet_route::link::{InfoBond, InfoData, LinkInfo as NlLinkInfo};
+use rtnetlink::{LinkBond, LinkUnspec, RouteMessageBuilder};
+
+/// A link message as the sans-IO [`Link`].
+pub fn to_link(msg: &LinkMessage) -> Option<Link> {
+    let mut link = Link {
+        index: msg.header.index,
+        name: String::new(),
+        kind: None,
+        bond_mode: None,
+        active_slave: None,
+        master: None,
+        admin_up: msg.header.flags.contains(LinkFlags::Up),
+        lower_up: msg.header.flags.contains(LinkFlags::LowerUp),
+    };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => link.name = n.clone(),
+            LinkAttribute::Controller(m) if *m != 0 => link.master = Some(*m),
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    match info {
+                        NlLinkInfo::Kind(kind) => link.kind = Some(kind.to_string()),
+                        NlLinkInfo::Data(InfoData::Bond(bond)) => {
+                            for b in bond {
+                                match b {
+                                    InfoBond::Mode(m) => link.bond_mode = Some(u8::from(*m)),
+                                    InfoBond::ActivePort(i) => link.active_slave = Some(*i),
+                                    _ => {}
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (!link.name.is_empty()).then_some(link)
+}
+
+/// Every link, with bond data and masters.
+pub async fn links(handle: &Handle) -> Result<Vec<Link>, NetlinkError> {
+    let msgs: Vec<LinkMessage> = handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(request_error("listing links"))?;
+    Ok(msgs.iter().filter_map(to_link).collect())
+}
+
+/// Every IPv4 address.
+pub async fn addresses(handle: &Handle) -> Result<Vec<Address>, NetlinkError> {
+    let msgs: Vec<AddressMessage> = handle
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(request_error("listing addresses"))?;
+    Ok(msgs
+        .iter()
+        .filter_map(|m| {
+            message_ipv4(m).map(|addr| Address {
+                index: m.header.index,
+                addr,
+                prefix: m.header.prefix_len,
+            })
+        })
+        .collect())
+}
+
+async fn index_of(handle: &Handle, name: &str) -> Result<u32, NetlinkError> {
+    let mut links = handle.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(Some(msg)) => Ok(msg.header.index),
+        Ok(None) => Err(NetlinkError::NoSuchInterface(name.to_string())),
+        Err(e) if is_enodev(&e) => Err(NetlinkError::NoSuchInterface(name.to_string())),
+        Err(e) => Err(request_error(format!("looking up interface {name}"))(e)),
+    }
+}
+
+/// Carries out one link/address/route step; resolv.conf and the host name are files and a
+/// syscall, done by the caller.
+pub async fn apply_step(handle: &Handle, step: &Step) -> Result<(), NetlinkError> {
+    let op = step.to_string();
+    match step {
+        Step::DeleteLink { name } => {
+            let index = index_of(handle, name).await?;
+            handle.link().del(index).execute().await
+        }
+        Step::CreateBond { name, mode } => {
+            let mode = rtnetlink::packet_route::link::BondMode::from(*mode as u8);
+            // miimon 100 ms: without link monitoring a bond never notices a dead slave.
+            let msg = LinkBond::new(name).mode(mode).miimon(100).build();
+            handle.link().add(msg).execute().await
+        }
+        Step::SetDown { name } => {
+            let index = index_of(handle, name).await?;
+            let msg = LinkUnspec::new_with_index(index).down().build();
+            handle.link().set(msg).execute().await
+        }
+        Step::SetUp { name } => {
+            let index = index_of(handle, name).await?;
+            let msg = LinkUnspec::new_with_index(index).up().build();
+            handle.link().set(msg).execute().await
+        }
+        Step::Enslave { slave, bond } => {
+            let index = index_of(handle, slave).await?;
+            let bond = index_of(handle, bond).await?;
+            let msg = LinkUnspec::new_with_index(index).controller(bond).build();
+            handle.link().set(msg).execute().await
+        }
+        Step::AddAddress {
+            interface,
+            addr,
+            prefix,
+        } => {
+            let index = index_of(handle, interface).await?;
+            handle
+                .address()
+                .add(index, IpAddr::V4(*addr), *prefix)
+                .replace()
+                .execute()
+                .await
+        }
+        Step::RemoveAddress {
+            interface,
+            addr,
+            prefix,
+        } => {
+            let index = index_of(handle, interface).await?;
+            let msgs: Vec<AddressMessage> = handle
+                .address()
+                .get()
+                .set_link_index_filter(index)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(request_error(op.clone()))?;
+            for msg in msgs {
+                if message_ipv4(&msg) == Some(*addr) && msg.header.prefix_len == *prefix {
+                    handle
+                        .address()
+                        .del(msg)
+                        .execute()
+                        .await
+                        .map_err(request_error(op.clone()))?;
+                }
+            }
+            Ok(())
+        }
+        Step::ReplaceDefaultRoute { gateway, interface } => {
+            let index = index_of(handle, interface).await?;
+            let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(*gateway)
+                .output_interface(index)
+                .build();
+            handle.route().add(msg).replace().execute().await
+        }
+        Step::WriteResolvConf { .. } | Step::SetHostname { .. } => Ok(()),
+    }
+    .map_err(request_error(op))
+}
+
+/// Link changes of any interface (RTNLGRP_LINK), for watching a bond and its slaves.
+pub struct AnyLinkEvents {
+    messages: futures::channel::mpsc::UnboundedReceiver<(
+        NetlinkMessage<RouteNetlinkMessage>,
+        rtnetlink::sys::SocketAddr,
+    )>,
+}
+
+impl AnyLinkEvents {
+    pub fn subscribe() -> Result<AnyLinkEvents, NetlinkError> {
+        let (conn, _handle, messages) =
+            rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])?;
+        tokio::spawn(conn);
+        Ok(AnyLinkEvents { messages })
+    }
+
+    /// Completes on the next link message (new or deleted link); `None` when the
+    /// subscription ended.
+    pub async fn next(&mut self) -> Option<()> {
+        loop {
+            let (msg, _) = self.messages.next().await?;
+            if let NetlinkPayload::InnerMessage(
+                RouteNetlinkMessage::NewLink(_) | RouteNetlinkMessage::DelLink(_),
+            ) = msg.payload
+            {
+                return Some(());
+            }
+        }
+    }
+}
