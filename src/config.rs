@@ -521,6 +521,7 @@ impl Cx<'_> {
             &network,
             node.as_ref().and_then(|n| n.management_ip),
             ha.as_ref().map(|h| h.virtual_ip),
+            ha.as_ref().map(|h| h.interface.clone()),
         );
         let appliance = self.appliance(&appliance);
         Some(Config {
@@ -1189,6 +1190,7 @@ impl Cx<'_> {
         s: &Section<'_, '_>,
         management_ip: Option<Ipv4Addr>,
         vip: Option<Ipv4Addr>,
+        ha_interface: Option<String>,
     ) -> Option<Option<Network>> {
         if s.table.is_none() {
             // Absent: proxyha leaves the network alone. Present but not a table: reported.
@@ -1217,7 +1219,26 @@ impl Cx<'_> {
             }),
             (Some(v), _) => self.ifname("network.interface", v),
             (None, Some(Some(bond))) => Some(bond.name.clone()),
-            (None, _) => Some("eth0".to_string()),
+            // The address goes where VRRP runs.
+            (None, _) => Some(ha_interface.clone().unwrap_or_else(|| "eth0".to_string())),
+        };
+        // The management address and VRRP share one interface: the adverts' source is the
+        // interface's primary address.
+        let interface = match (interface, &ha_interface) {
+            (Some(name), Some(ha_if)) if name != *ha_if => {
+                if let Some(v) = s.get("interface").or_else(|| s.get("bond")) {
+                    self.bad(
+                        "network.interface",
+                        v,
+                        format_args!(
+                            "is {name:?} but ha.interface is {ha_if:?}; the node's address and \
+                             VRRP must be on the same interface (set both to {name:?})"
+                        ),
+                    );
+                }
+                None
+            }
+            (i, _) => i,
         };
         let address = match s.get("address") {
             Some(v) => self.cidr(v, management_ip, vip),
@@ -1720,9 +1741,10 @@ mod tests {
                 bond: None,
             })
         );
-        let config = parse(&format!(
-            "{MINIMAL}[network]\naddress = \"10.1.2.3/24\"\nbond = {{ name = \"bond1\", slaves = [\"eth2\"] }}\n"
-        ));
+        let config = parse(
+            "[ha]\ninterface = \"bond1\"\nvirtual_ip = \"10.10.74.74\"\npriority = 99\n\
+             [network]\naddress = \"10.1.2.3/24\"\nbond = { name = \"bond1\", slaves = [\"eth2\"] }\n",
+        );
         let network = config.network.unwrap();
         assert_eq!(network.interface, "bond1");
         assert_eq!(network.bond.unwrap().mode, BondMode::ActiveBackup);
@@ -1765,6 +1787,20 @@ mod tests {
             "proxyha.toml:7:11: network.address = \"10.1.2.3/24\": must be node.management_ip \
              (10.1.2.4) with its prefix: the node's own address on the HA interface"
         );
+        assert_eq!(
+            error(&format!(
+                "{MINIMAL}[network]\ninterface = \"eth1\"\naddress = \"10.1.2.3/24\"\n"
+            )),
+            "proxyha.toml:5:13: network.interface = \"eth1\": is \"eth1\" but ha.interface is \
+             \"eth0\"; the node's address and VRRP must be on the same interface (set both to \
+             \"eth1\")"
+        );
+        // Without network.interface the address goes on ha.interface.
+        let c = parse(
+            "[ha]\ninterface = \"eth1\"\nvirtual_ip = \"10.10.74.74\"\npriority = 99\n\
+             [network]\naddress = \"10.1.2.3/24\"\n",
+        );
+        assert_eq!(c.network.map(|n| n.interface).as_deref(), Some("eth1"));
         assert_eq!(
             error(&format!("{MINIMAL}[network]\n")),
             "proxyha.toml:4:1: network.address is required in [network]: this node's address and \
