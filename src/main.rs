@@ -258,6 +258,24 @@ fn command(control: Option<PathBuf>, request: Request) -> ExitCode {
     }
 }
 
+/// Prints a status answer as pretty JSON or as the table `render` makes.
+fn print_status<T: serde::Serialize>(json: bool, doc: &T, render: fn(&T) -> String) -> ExitCode {
+    if !json {
+        print!("{}", render(doc));
+        return ExitCode::SUCCESS;
+    }
+    match serde_json::to_string_pretty(doc) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("encoding the status as JSON: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn status(json: bool, control: Option<PathBuf>, client: Option<std::net::Ipv4Addr>) -> ExitCode {
     let socket = control_socket(control);
     let rt = match runtime() {
@@ -272,34 +290,8 @@ fn status(json: bool, control: Option<PathBuf>, client: Option<std::net::Ipv4Add
         None => Request::Status,
     };
     match rt.block_on(status::request(&socket, &request)) {
-        Ok(Response::Client(c)) => {
-            if json {
-                match serde_json::to_string_pretty(&c) {
-                    Ok(text) => println!("{text}"),
-                    Err(e) => {
-                        eprintln!("encoding the client status: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                }
-            } else {
-                print!("{}", status::render_client(&c));
-            }
-            ExitCode::SUCCESS
-        }
-        Ok(Response::Status(s)) => {
-            if json {
-                match serde_json::to_string_pretty(&s) {
-                    Ok(text) => println!("{text}"),
-                    Err(e) => {
-                        eprintln!("encoding status: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                }
-            } else {
-                print!("{}", status::render_table(&s));
-            }
-            ExitCode::SUCCESS
-        }
+        Ok(Response::Client(c)) => print_status(json, &c, status::render_client),
+        Ok(Response::Status(s)) => print_status(json, &s, status::render_table),
         Ok(Response::Ok(text)) => {
             eprintln!(
                 "proxyha: {} answered {text:?} instead of a status; are proxyha and proxyha run the same version?",

@@ -307,54 +307,8 @@ fn b_c_half_capacity_node_gets_half_the_new_clients_and_no_pinned_client_moves()
         .lab
         .start_proxyha(&g.nodes[2], &opts)
         .expect("restarting n3");
-    let changed = Instant::now();
-    let settled = lab::wait_for(Duration::from_secs(10), Duration::from_millis(200), || {
-        let s = g.status(0);
-        let nodes = s.0["nodes"].as_array().cloned().unwrap_or_default();
-        nodes
-            .iter()
-            .find(|n| n["name"] == "n3")
-            .and_then(|n| n["share"].as_f64())
-            .filter(|sh| *sh <= 0.25)
-    });
-    let share = settled.unwrap_or_else(|| {
-        panic!(
-            "n3's table share did not fall to ≤ 25 % within 10 s: {}",
-            g.status(0).0
-        )
-    });
-    std::thread::sleep(Duration::from_millis(1500));
-    println!(
-        "[b] n3 at capacity 1 of 2: table share {:.1} % after {:?}",
-        share * 100.0,
-        changed.elapsed()
-    );
-    // c: the clients seen before keep their node.
-    let answers = g.round(&g.sources, Duration::from_secs(3));
-    let (_, now_by) = tally(&g.sources, &answers);
-    let moved = g
-        .sources
-        .iter()
-        .filter(|s| now_by.get(s) != by_src.get(s))
-        .count();
-    // b: new clients follow weights 2:2:1.
-    let fresh = sources(&g.lab, CLIENTS, 101);
-    let answers = g.round(&fresh, Duration::from_secs(3));
-    let (per, _) = tally(&fresh, &answers);
-    let n3 = per.get("n3").copied().unwrap_or(0) as f64 / CLIENTS as f64;
-    println!(
-        "[b/c] new clients {per:?} (n3 {:.1} %, want 20 % = half of the others' 40 %); \
-         {moved} of {CLIENTS} pinned clients moved",
-        n3 * 100.0
-    );
-    println!("{}", g.lab.status_table(&g.daemons[0]).unwrap_or_default());
+    b_c_check(&g, &by_src, "b capacity 1 of 2", 0.2);
     drop(d3);
-    assert_eq!(moved, 0, "pinned clients stay where they were");
-    assert!(
-        (n3 - 0.2).abs() <= 0.10,
-        "n3 got {:.1} % of new clients",
-        n3 * 100.0
-    );
 }
 
 #[test]
@@ -399,6 +353,12 @@ fn b_c_cpu_hog_in_one_node_halves_its_new_clients_and_no_pinned_client_moves() {
     cgroups[2]
         .add(hog)
         .expect("moving the hog into n3's cgroup");
+    b_c_check(&g, &by_src, "b hog in n3's cgroup (quota 1 CPU)", 1.0 / 6.0);
+}
+
+/// After n3's weight was halved: its table share falls to ≤ 25 % within 10 s (b), the
+/// clients seen before keep their node (c), and n3 gets `want` ± 10 % abs of new clients.
+fn b_c_check(g: &Group, by_src: &BTreeMap<Ipv4Addr, String>, what: &str, want: f64) {
     let changed = Instant::now();
     let settled = lab::wait_for(Duration::from_secs(10), Duration::from_millis(200), || {
         let s = g.status(0);
@@ -411,16 +371,12 @@ fn b_c_cpu_hog_in_one_node_halves_its_new_clients_and_no_pinned_client_moves() {
     });
     let share = settled.unwrap_or_else(|| {
         panic!(
-            "n3's table share did not fall to ≤ 25 % within 10 s of the hog: {}",
+            "[{what}] n3's table share did not fall to ≤ 25 % within 10 s: {}",
             g.status(0).0
         )
     });
     let at = changed.elapsed();
     std::thread::sleep(Duration::from_millis(1500));
-    println!(
-        "[b hog] n3 busy (cgroup quota 1 CPU): table share {:.1} % after {at:?}",
-        share * 100.0
-    );
     let answers = g.round(&g.sources, Duration::from_secs(3));
     let (_, now_by) = tally(&g.sources, &answers);
     let moved = g
@@ -433,16 +389,19 @@ fn b_c_cpu_hog_in_one_node_halves_its_new_clients_and_no_pinned_client_moves() {
     let (per, _) = tally(&fresh, &answers);
     let n3 = per.get("n3").copied().unwrap_or(0) as f64 / CLIENTS as f64;
     println!(
-        "[b/c hog] new clients {per:?} (n3 {:.1} %, want 16.7 % = half of a third); \
-         {moved} of {CLIENTS} pinned clients moved",
-        n3 * 100.0
+        "[{what}] n3's table share {:.1} % after {at:?}; new clients {per:?} (n3 {:.1} %, want \
+         {:.1} %); {moved} of {CLIENTS} pinned clients moved",
+        share * 100.0,
+        n3 * 100.0,
+        want * 100.0
     );
     println!("{}", g.lab.status_table(&g.daemons[0]).unwrap_or_default());
     assert_eq!(moved, 0, "pinned clients stay where they were");
     assert!(
-        (n3 - 1.0 / 6.0).abs() <= 0.10,
-        "n3 got {:.1} % of new clients",
-        n3 * 100.0
+        (n3 - want).abs() <= 0.10,
+        "n3 got {:.1} % of new clients, want {:.1} % ± 10",
+        n3 * 100.0,
+        want * 100.0
     );
 }
 

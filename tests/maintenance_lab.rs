@@ -10,15 +10,14 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use proxyha::lab::clients::{self, sources};
 use proxyha::lab::{self, Daemon, Host, Lab, VrrpOpts};
-use socket2::{Domain, Socket, Type};
 
 const BIN: &str = env!("CARGO_BIN_EXE_proxyha");
 const PORT: u16 = 9090;
@@ -119,22 +118,6 @@ struct Group {
     client: Host,
 }
 
-fn client_nets(lab: &Lab) -> [(u8, u8); 4] {
-    let n = lab.addr(0).octets()[2];
-    [(79, n), (80, n), (81, n), (82, n)]
-}
-
-/// `count` client addresses, four /24s, host octets from `offset`.
-fn sources(lab: &Lab, count: usize, offset: u8) -> Vec<Ipv4Addr> {
-    let nets = client_nets(lab);
-    (0..count)
-        .map(|i| {
-            let (a, n) = nets[i % 4];
-            Ipv4Addr::new(10, a, n, offset + (i / 4) as u8)
-        })
-        .collect()
-}
-
 /// Offsets of the fresh source batches: each round of new clients uses its own.
 const BATCHES: [u8; 6] = [1, 31, 61, 91, 121, 151];
 
@@ -153,28 +136,11 @@ fn group(test: &str, prios: &[u8]) -> Option<Group> {
     for h in &nodes {
         h.serve_peer(PORT).expect("starting the peer server");
     }
-    let mut batch = String::new();
-    for off in BATCHES {
-        for ip in sources(&lab, ROUND, off) {
-            batch.push_str(&format!("addr add {ip}/32 dev eth0\n"));
-        }
-    }
-    let file = lab.dir().join("client-addrs.batch");
-    std::fs::write(&file, batch).expect("writing the address batch");
-    lab::run("ip", &["-n", &client.ns, "-batch", &file.to_string_lossy()])
-        .expect("adding the client addresses");
-    for h in &nodes {
-        for (a, n) in client_nets(&lab) {
-            h.ip(&[
-                "route",
-                "add",
-                &format!("10.{a}.{n}.0/24"),
-                "via",
-                &client.addr.to_string(),
-            ])
-            .expect("routing the client subnet");
-        }
-    }
+    let all: Vec<Ipv4Addr> = BATCHES
+        .iter()
+        .flat_map(|off| sources(&lab, ROUND, *off))
+        .collect();
+    clients::add_sources(&lab, &client, &nodes, &all).expect("adding the client addresses");
     let opts: Vec<VrrpOpts> = prios
         .iter()
         .map(|p| VrrpOpts::new(*p, 1000).redirects(&[PORT]))
@@ -240,67 +206,17 @@ impl Group {
         std::thread::sleep(Duration::from_secs(1));
     }
 
-    /// One connection from every source to VIP:9090 (4 threads); the answering node per
-    /// source. Panics naming the first failures.
+    /// One connection from every source to VIP:9090; the answering node per source.
+    /// Panics naming the first failures, or a server that saw another address.
     fn round(&self, srcs: &[Ipv4Addr]) -> BTreeMap<Ipv4Addr, String> {
-        let vip = self.lab.vip();
-        let mut handles = Vec::new();
-        for chunk in srcs.chunks(srcs.len().div_ceil(4).max(1)) {
-            let chunk = chunk.to_vec();
-            let client = self.client.clone();
-            handles.push(std::thread::spawn(move || {
-                client
-                    .run_in(move || chunk.iter().map(|s| (*s, ask(*s, vip))).collect::<Vec<_>>())
-                    .unwrap_or_default()
-            }));
-        }
-        let answers: Vec<(Ipv4Addr, Result<String, String>)> = handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect();
-        let failed: Vec<String> = answers
-            .iter()
-            .filter_map(|(s, a)| a.as_ref().err().map(|e| format!("{s}: {e}")))
-            .collect();
-        assert!(
-            failed.is_empty() && answers.len() == srcs.len(),
-            "{} of {} connections failed, e.g. {:?}",
-            failed.len() + srcs.len() - answers.len(),
-            srcs.len(),
-            &failed[..failed.len().min(5)]
+        let answers = clients::round(
+            &self.client,
+            srcs,
+            self.lab.vip(),
+            PORT,
+            Duration::from_secs(2),
         );
-        answers
-            .into_iter()
-            .filter_map(|(s, a)| a.ok().map(|n| (s, n)))
-            .collect()
-    }
-}
-
-/// One connection from `src` to `vip:9090`; the node that answered (it also checks that
-/// the server saw the real client address).
-fn ask(src: Ipv4Addr, vip: Ipv4Addr) -> Result<String, String> {
-    let timeout = Duration::from_secs(2);
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(|e| e.to_string())?;
-    s.bind(&SocketAddr::V4(SocketAddrV4::new(src, 0)).into())
-        .map_err(|e| format!("bind {src}: {e}"))?;
-    s.connect_timeout(
-        &SocketAddr::V4(SocketAddrV4::new(vip, PORT)).into(),
-        timeout,
-    )
-    .map_err(|e| format!("connect: {e}"))?;
-    let mut stream: std::net::TcpStream = s.into();
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    let mut answer = String::new();
-    stream
-        .read_to_string(&mut answer)
-        .map_err(|e| format!("read: {e}"))?;
-    let mut parts = answer.split_whitespace();
-    let node = parts.next().ok_or("empty answer")?.to_string();
-    match parts.next() {
-        Some(peer) if peer == src.to_string() => Ok(node),
-        other => Err(format!("{node} saw {other:?}, not {src}")),
+        clients::tally(srcs, &answers).1
     }
 }
 
@@ -588,8 +504,7 @@ fn reload_applies_in_place_without_moving_the_vip_refuses_an_invalid_edit_and_re
 
     // Identity: another lb_id restarts the VRRP instance; back at 99 it takes over again.
     edit(n1, "priority", "99");
-    let conf = std::fs::read_to_string(&n1.conf).unwrap_or_default();
-    std::fs::write(&n1.conf, conf.replace("[ha]\n", "[ha]\nlb_id = 52\n")).expect("writing");
+    edit(n1, "lb_id", "52");
     let out = g.lab.proxyha_ctl(n1, &["reload"]).expect("proxyha reload");
     assert!(out.status.success(), "{out:?}");
     assert_eq!(

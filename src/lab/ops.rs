@@ -3,11 +3,10 @@
 //! address (the misconfiguration `proxyha check` reports).
 
 use std::io;
-use std::net::{SocketAddrV4, TcpListener};
+use std::net::SocketAddrV4;
 use std::process::Output;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicBool;
 
 use super::{Daemon, Host, Lab, run_output};
 
@@ -38,33 +37,6 @@ impl Host {
     /// A TCP listener on `addr` (e.g. only the node's own address) in this namespace that
     /// accepts and closes; setting the returned flag (or lab teardown) closes it.
     pub fn listen_on(&self, addr: SocketAddrV4) -> io::Result<Arc<AtomicBool>> {
-        let own = Arc::new(AtomicBool::new(false));
-        let own2 = own.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.spawn_thread(move |stop| {
-            let listener = match TcpListener::bind(addr).and_then(|l| {
-                l.set_nonblocking(true)?;
-                Ok(l)
-            }) {
-                Ok(l) => {
-                    let _ = tx.send(Ok(()));
-                    l
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-            };
-            while !stop.load(Ordering::Relaxed) && !own2.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((s, _)) => drop(s),
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        })?;
-        rx.recv_timeout(Duration::from_secs(5))
-            .map_err(|_| io::Error::other(format!("listener in {} did not start", self.ns)))?
-            .map_err(|e| io::Error::new(e.kind(), format!("binding {addr} in {}: {e}", self.ns)))?;
-        Ok(own)
+        self.serve_tcp_on(*addr.ip(), addr.port(), |s, _, _| drop(s))
     }
 }
