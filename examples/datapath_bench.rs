@@ -1,7 +1,7 @@
 //! Data-path benchmark (issue 3): download throughput through the VIP versus straight to the
 //! scanning node, alternating in one run, and the bytes the director's interface carries for a
 //! download-heavy load versus the bytes served. Three proxyha nodes (99 director, 89, 0) in the
-//! namespace lab, direct mode; the client's source address is chosen so the director sends it to
+//! namespace lab, direct mode (or `--mode nat`); the client's source address is chosen so the director sends it to
 //! another node, which then replies straight to the client.
 //!
 //! ```text
@@ -27,6 +27,9 @@ struct Args {
     /// Downloads per path (alternating VIP / direct).
     #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// `ha.mode`: "direct" (replies bypass the director) or "nat" (they return through it).
+    #[arg(long, default_value = "direct", value_parser = ["direct", "nat"])]
+    mode: String,
 }
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -135,7 +138,10 @@ fn bench(args: &Args) -> Res<()> {
     let daemons: Vec<_> = nodes
         .iter()
         .zip([99u8, 89, 0])
-        .map(|(h, p)| lab.start_proxyha(h, &VrrpOpts::new(p, 1000).redirects(&[PORT])))
+        .map(|(h, p)| {
+            let opts = VrrpOpts::new(p, 1000).redirects(&[PORT]).mode(&args.mode);
+            lab.start_proxyha(h, &opts)
+        })
         .collect::<Result<_, _>>()?;
     let ready = lab::wait_for(Duration::from_secs(20), Duration::from_millis(200), || {
         let s = lab.status(&daemons[0]).ok()?;
@@ -184,12 +190,17 @@ fn bench(args: &Args) -> Res<()> {
     let (mv, md) = (median(&mut via), median(&mut direct));
     let served = bytes * args.rounds as u64;
     println!(
-        "\n## Data path (direct mode, {} MiB downloads, {} rounds each, alternating)\n",
-        args.mib, args.rounds
+        "\n## Data path ({} mode, {} MiB downloads, {} rounds each, alternating)\n",
+        args.mode, args.mib, args.rounds
     );
     println!("| path | median MB/s |");
     println!("|---|---|");
-    println!("| client → VIP (director n1 → n2, reply straight from n2) | {mv:.0} |");
+    let reply = if args.mode == "nat" {
+        "reply back through n1"
+    } else {
+        "reply straight from n2"
+    };
+    println!("| client → VIP (director n1 → n2, {reply}) | {mv:.0} |");
     println!("| client → n2 directly | {md:.0} |");
     println!("\nvia VIP / direct = {:.2}", mv / md);
     println!(

@@ -22,7 +22,8 @@ pub use crate::config::{Mode, PortRedirect};
 pub use nft::{NftDataplane, NftOptions};
 pub use plan::{
     BACKEND_RULE_PREF, FWMARK_RULE_PREF, HostPlan, LOCAL_RULE_PREF, LOCAL_TABLE, Route,
-    RoutingPlan, Rule, Selector, TABLE, host_plan, mark_of, plan, routing_plan,
+    RoutingPlan, Rule, Selector, TABLE, host_plan, mark_of, plan, prune_script, routing_plan,
+    void_pins,
 };
 pub use sticky::{StickyEntry, parse_sticky_dump};
 
@@ -109,6 +110,8 @@ pub trait Dataplane {
     fn teardown(&mut self) -> Result<(), DataplaneError>;
     /// The director's live pins, for replication to standby directors.
     fn sticky_dump(&mut self) -> Result<Vec<StickyEntry>, DataplaneError>;
+    /// Deletes these pins (see [`void_pins`]); one that expired meanwhile is not an error.
+    fn sticky_prune(&mut self, pins: &[StickyEntry]) -> Result<(), DataplaneError>;
 }
 
 /// One recorded call of [`RecordingDataplane`].
@@ -121,6 +124,7 @@ pub enum Call {
     },
     Teardown,
     StickyDump,
+    StickyPrune(Vec<StickyEntry>),
 }
 
 /// A [`Dataplane`] for tests: records calls, plans (so invalid input still fails like the
@@ -150,5 +154,11 @@ impl Dataplane for RecordingDataplane {
     fn sticky_dump(&mut self) -> Result<Vec<StickyEntry>, DataplaneError> {
         self.calls.push(Call::StickyDump);
         Ok(self.sticky.clone())
+    }
+
+    fn sticky_prune(&mut self, pins: &[StickyEntry]) -> Result<(), DataplaneError> {
+        self.calls.push(Call::StickyPrune(pins.to_vec()));
+        self.sticky.retain(|e| !pins.contains(e));
+        Ok(())
     }
 }

@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::plan::{BACKEND_RULE_PREF, FWMARK_RULE_PREF, LOCAL_RULE_PREF, LOCAL_TABLE, TABLE};
 use super::{
     Dataplane, DataplaneError, Desired, Role, Rule, Selector, StickyEntry, host_plan,
-    parse_sticky_dump, plan, routing_plan,
+    parse_sticky_dump, plan, prune_script, routing_plan,
 };
 
 #[derive(Debug, Clone)]
@@ -451,6 +451,27 @@ impl Dataplane for NftDataplane {
             None,
         )?;
         parse_sticky_dump(&json).map_err(|e| op_err(op, e))
+    }
+
+    fn sticky_prune(&mut self, pins: &[StickyEntry]) -> Result<(), DataplaneError> {
+        let Some(script) = prune_script(pins) else {
+            return Ok(());
+        };
+        let op = format!(
+            "deleting {} void pins from nft map ip {TABLE} sticky",
+            pins.len()
+        );
+        if self.nft_apply(&op, &script).is_ok() {
+            return Ok(());
+        }
+        // One transaction fails as a whole when a pin expired since the dump: delete them
+        // one by one; those gone already need nothing.
+        for pin in pins {
+            if let Some(one) = prune_script(std::slice::from_ref(pin)) {
+                let _ = self.nft_apply(&op, &one);
+            }
+        }
+        Ok(())
     }
 }
 

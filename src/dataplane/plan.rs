@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-use super::{DataplaneError, Desired, DirectorState, Mode, Role};
+use super::{DataplaneError, Desired, DirectorState, Mode, Role, StickyEntry};
 
 /// The one nft table proxyha owns (`ip` family: the VIP is IPv4).
 pub const TABLE: &str = "proxyha";
@@ -303,6 +303,40 @@ fn director_rules(s: &mut String, t: &str, d: &Desired, dir: &DirectorState) {
             r.port, r.to
         );
     }
+}
+
+/// The pins that point at a node which no longer serves their port (its listener failed,
+/// or it left): the kernel voids them per packet, but its `update` refreshes an existing
+/// element without replacing its node, so until deleted they would keep such a client on
+/// the bucket table instead of on a pin of its own. Empty unless `d` is a director's.
+pub fn void_pins(d: &Desired, pins: &[StickyEntry]) -> Vec<StickyEntry> {
+    let Role::Director(dir) = &d.role else {
+        return Vec::new();
+    };
+    pins.iter()
+        .filter(|e| {
+            !dir.pools
+                .iter()
+                .find(|p| p.ports.contains(&e.port))
+                .is_some_and(|p| p.serving.iter().any(|n| mark_of(*n) == e.mark))
+        })
+        .copied()
+        .collect()
+}
+
+/// The `nft -f` script deleting `pins` from the sticky map; `None` when there are none.
+pub fn prune_script(pins: &[StickyEntry]) -> Option<String> {
+    if pins.is_empty() {
+        return None;
+    }
+    let keys: Vec<String> = pins
+        .iter()
+        .map(|e| format!("{} . {}", e.client, e.port))
+        .collect();
+    Some(format!(
+        "delete element ip {TABLE} sticky {{ {} }}\n",
+        keys.join(", ")
+    ))
 }
 
 /// Which packets a policy-routing rule matches.
@@ -648,6 +682,54 @@ add rule ip proxyha nat_prerouting ip daddr 10.88.0.100 tcp dport 80 redirect to
             !got.contains(". 80 timeout"),
             "the pin of the failed port is void"
         );
+    }
+
+    #[test]
+    fn pins_to_a_node_that_no_longer_serves_their_port_are_void_and_deleted_by_key() {
+        let role = Role::Director(DirectorState {
+            self_addr: D,
+            nodes: vec![N2, N3],
+            pools: vec![
+                PortPool {
+                    ports: vec![9090],
+                    serving: vec![D, N2, N3],
+                    buckets: vec![None],
+                },
+                PortPool {
+                    ports: vec![80],
+                    serving: vec![D, N2],
+                    buckets: vec![None],
+                },
+            ],
+            hash_seed: 1,
+            sticky_idle_s: 300,
+            sticky_preload: vec![],
+        });
+        let d = desired(Mode::Direct, role);
+        let pin = |port, node| StickyEntry {
+            client: Ipv4Addr::new(10, 88, 1, 5),
+            port,
+            mark: mark_of(node),
+            expires_ms: 1000,
+        };
+        let gone = Ipv4Addr::new(10, 88, 0, 9);
+        let pins = [
+            pin(9090, N3),
+            pin(80, N3),
+            pin(80, N2),
+            pin(9090, gone),
+            pin(443, D),
+        ];
+        let void = void_pins(&d, &pins);
+        assert_eq!(void, vec![pin(80, N3), pin(9090, gone), pin(443, D)]);
+        assert_eq!(
+            prune_script(&void).as_deref(),
+            Some(
+                "delete element ip proxyha sticky { 10.88.1.5 . 80, 10.88.1.5 . 9090, 10.88.1.5 . 443 }\n"
+            )
+        );
+        assert_eq!(prune_script(&[]), None);
+        assert!(void_pins(&desired(Mode::Direct, Role::Idle), &pins).is_empty());
     }
 
     #[test]
