@@ -958,9 +958,13 @@ impl Cluster {
         if !self.director_role {
             return;
         }
+        // Load feedback is among the nodes that take new clients: a draining (or fully
+        // failed) node's idle CPU must not pull the mean down, and it comes back at the
+        // neutral multiplier like a new node, not with what it drifted to meanwhile.
         let loads: BTreeMap<NodeId, NodeLoad> = self
             .members
             .iter()
+            .filter(|(_, m)| self.active(&m.report))
             .map(|(a, m)| {
                 (
                     *a,
@@ -1823,6 +1827,26 @@ mod tests {
             "{}",
             row.reason
         );
+    }
+
+    #[test]
+    fn a_node_back_from_draining_restarts_at_the_neutral_multiplier() {
+        let t0 = Instant::now();
+        let mut nodes = vec![node("a", A, t0), node("b", B, t0), node("c", C, t0)];
+        let busy = |cpu| LocalLoad { cpu, ..load() };
+        nodes[0].handle_local_load(busy(0.9));
+        nodes[2].handle_local_load(busy(0.9));
+        nodes[1].handle_local_load(busy(0.0));
+        nodes[0].set_role(t0, true);
+        nodes[1].set_draining(t0, true);
+        // Twenty periods drained while idle: excluded from the feedback, B does not drift.
+        run(&mut nodes, &[true; 3], t0, t0 + 20 * SEC);
+        assert_eq!(nodes[0].weights.multiplier(B), None, "out of the feedback while draining");
+        let t1 = t0 + 20 * SEC + Duration::from_millis(50);
+        nodes[1].set_draining(t1, false);
+        run(&mut nodes, &[true; 3], t1, t1 + Duration::from_millis(200));
+        let m = nodes[0].weights.multiplier(B).expect("back in the feedback");
+        assert!(m < 1.5, "starts near 1 (one feedback step), not at the ceiling: {m}");
     }
 
     #[test]
