@@ -1661,6 +1661,17 @@ mod tests {
         n
     }
 
+    /// A directing B and C for 3 s, all serving 9090 and 2121.
+    fn three_directed(drain: Drain, t0: Instant) -> Vec<Cluster> {
+        let mut nodes: Vec<Cluster> = [("a", A), ("b", B), ("c", C)]
+            .iter()
+            .map(|(n, a)| two_ports(n, *a, drain, t0))
+            .collect();
+        nodes[0].set_role(t0, true);
+        run(&mut nodes, &[true; 3], t0, t0 + 3 * SEC);
+        nodes
+    }
+
     fn two_port_load(ftp_up: bool) -> LocalLoad {
         let mut l = load();
         l.listening.insert(2121, ftp_up);
@@ -1691,12 +1702,7 @@ mod tests {
     #[test]
     fn a_failed_listener_takes_the_node_out_of_that_ports_pool_only() {
         let t0 = Instant::now();
-        let mut nodes: Vec<Cluster> = [("a", A), ("b", B), ("c", C)]
-            .iter()
-            .map(|(n, a)| two_ports(n, *a, Drain::Port, t0))
-            .collect();
-        nodes[0].set_role(t0, true);
-        run(&mut nodes, &[true; 3], t0, t0 + 3 * SEC);
+        let mut nodes = three_directed(Drain::Port, t0);
         let d = last_desired(&mut nodes[0]);
         assert_eq!(
             director_state(&d).pools.len(),
@@ -1782,12 +1788,7 @@ mod tests {
     #[test]
     fn drain_node_mode_and_maintenance_keep_pins_but_give_no_new_clients() {
         let t0 = Instant::now();
-        let mut nodes: Vec<Cluster> = [("a", A), ("b", B), ("c", C)]
-            .iter()
-            .map(|(n, a)| two_ports(n, *a, Drain::Node, t0))
-            .collect();
-        nodes[0].set_role(t0, true);
-        run(&mut nodes, &[true; 3], t0, t0 + 3 * SEC);
+        let mut nodes = three_directed(Drain::Node, t0);
         nodes[1].handle_local_load(two_port_load(false));
         let t1 = t0 + 3 * SEC + Duration::from_millis(50);
         run(&mut nodes, &[true; 3], t1, t1 + 2 * SEC);
@@ -1841,12 +1842,22 @@ mod tests {
         nodes[1].set_draining(t0, true);
         // Twenty periods drained while idle: excluded from the feedback, B does not drift.
         run(&mut nodes, &[true; 3], t0, t0 + 20 * SEC);
-        assert_eq!(nodes[0].weights.multiplier(B), None, "out of the feedback while draining");
+        assert_eq!(
+            nodes[0].weights.multiplier(B),
+            None,
+            "out of the feedback while draining"
+        );
         let t1 = t0 + 20 * SEC + Duration::from_millis(50);
         nodes[1].set_draining(t1, false);
         run(&mut nodes, &[true; 3], t1, t1 + Duration::from_millis(200));
-        let m = nodes[0].weights.multiplier(B).expect("back in the feedback");
-        assert!(m < 1.5, "starts near 1 (one feedback step), not at the ceiling: {m}");
+        let m = nodes[0]
+            .weights
+            .multiplier(B)
+            .expect("back in the feedback");
+        assert!(
+            m < 1.5,
+            "starts near 1 (one feedback step), not at the ceiling: {m}"
+        );
     }
 
     #[test]
