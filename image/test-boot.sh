@@ -7,6 +7,8 @@
 # partition must hold the state changes, the priority-0 advert and kernel messages.
 # Boot 2 (same disk): an invalid proxyha.toml on the ESP; the console must show its line:col error
 # and proxyha must run again with the installed config.
+# Boot 3: a valid proxyha.toml with [appliance] builtin_proxy = false: installed, the built-in proxy
+# stays off and the port monitor reports 9090 unserved (`current state: failure (port 9090: …)`).
 # QEMU runs under TCG (no KVM here) with OVMF, serial console in a file; the VM's only NIC sits on a
 # QEMU hub with no other port, so nothing leaves the VM. Each boot is bounded by BOOT_TIMEOUT
 # seconds (default 120). KEEP=1 keeps the work directory; BIOS=1 adds a legacy-BIOS boot.
@@ -152,9 +154,21 @@ expect "proxyha.toml on the boot partition is invalid|invalid first-boot config 
 	"Entering MASTER STATE|VIP owned (MASTER)"
 powerdown
 
-# ---- boot 3 (BIOS=1): legacy BIOS (SeaBIOS) through the MBR boot code and the bios partition ---
+# ---- boot 3: a bring-your-own-proxy node: the built-in proxy off, the port monitor says so -------
+mkdir -p "$dir/byop"
+printf '\n[appliance]\nbuiltin_proxy = false\n' | cat "$dir/proxyha.toml" - >"$dir/byop/proxyha.toml"
+put_on_esp "$dir/byop/proxyha.toml"
+echo "boot 3: [appliance] builtin_proxy = false"
+boot third
+expect "installed proxyha.toml from the boot partition|the new first-boot config installed" \
+	"built-in proxy off ([appliance] builtin_proxy = false)|the built-in proxy not started" \
+	"current state: failure (port 9090: nothing is listening)|the port monitor reports 9090 unserved" \
+	"Entering MASTER STATE|VIP owned (MASTER)"
+powerdown
+
+# ---- boot 4 (BIOS=1): legacy BIOS (SeaBIOS) through the MBR boot code and the bios partition ---
 if [ "${BIOS:-0}" = 1 ]; then
-	echo "boot 3: legacy BIOS"
+	echo "boot 4: legacy BIOS"
 	boot legacy bios
 	expect "proxyha: booting slot A|GRUB (i386-pc) chose slot A" \
 		"proxyha: root slot A|root slot mounted, init running" \
