@@ -48,13 +48,9 @@ fn group(test: &str, mode: &str, capacities: [Option<f64>; 3]) -> Option<Group> 
     let mut lab = Lab::new()
         .expect("creating the lab bridge namespace")
         .with_proxyha(BIN);
-    let client = lab.add_host("c", 50).expect("adding the client namespace");
-    let nodes: Vec<Host> = (0..3)
-        .map(|i| {
-            lab.add_host(&format!("n{}", i + 1), 11 + i as u8)
-                .expect("adding a node namespace")
-        })
-        .collect();
+    let (client, nodes) = lab
+        .add_client_and_nodes(3)
+        .expect("adding the client and node namespaces");
     let servers: Vec<Arc<AtomicBool>> = nodes
         .iter()
         .map(|h| h.serve_peer(PORT).expect("starting the peer server"))
@@ -136,33 +132,13 @@ impl Group {
                 self.status(0).0
             );
         }
-        // Load feedback settles in the first periods after the joins: wait until the
-        // director's table has not changed for 2 s, then give the worker a moment to load it.
-        let shares = || -> Vec<String> {
-            let s = self.status(0);
-            s.0["nodes"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .iter()
-                .map(|x| format!("{}", x["share"]))
-                .collect()
-        };
-        let mut last = shares();
-        let mut since = Instant::now();
-        let stable = lab::wait_for(Duration::from_secs(20), Duration::from_millis(200), || {
-            let now = shares();
-            if now != last {
-                last = now;
-                since = Instant::now();
-            }
-            (since.elapsed() >= Duration::from_secs(2)).then_some(())
-        });
-        assert!(
-            stable.is_some(),
-            "the director's table kept changing: {last:?}"
-        );
-        std::thread::sleep(Duration::from_millis(1000));
+        // Load feedback settles in the first periods after the joins.
+        if let Err(e) = self
+            .lab
+            .wait_shares_stable(&self.daemons[0], Duration::from_secs(20))
+        {
+            panic!("{e}");
+        }
     }
 
     /// Connects from every `src` to VIP:9090; per source the answer or the error.

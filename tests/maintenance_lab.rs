@@ -126,13 +126,9 @@ fn group(test: &str, prios: &[u8]) -> Option<Group> {
         return None;
     }
     let mut lab = Lab::new().expect("creating the lab").with_proxyha(BIN);
-    let client = lab.add_host("c", 50).expect("adding the client");
-    let nodes: Vec<Host> = (0..prios.len())
-        .map(|i| {
-            lab.add_host(&format!("n{}", i + 1), 11 + i as u8)
-                .expect("adding a node")
-        })
-        .collect();
+    let (client, nodes) = lab
+        .add_client_and_nodes(prios.len())
+        .expect("adding the client and node namespaces");
     for h in &nodes {
         h.serve_peer(PORT).expect("starting the peer server");
     }
@@ -186,24 +182,12 @@ impl Group {
                 self.status(0).0
             );
         }
-        let shares = || -> Vec<String> {
-            nodes(&self.status(0))
-                .iter()
-                .map(|x| format!("{}", x["share"]))
-                .collect()
-        };
-        let mut last = shares();
-        let mut since = Instant::now();
-        let stable = lab::wait_for(Duration::from_secs(20), Duration::from_millis(200), || {
-            let now = shares();
-            if now != last {
-                last = now;
-                since = Instant::now();
-            }
-            (since.elapsed() >= Duration::from_secs(2)).then_some(())
-        });
-        assert!(stable.is_some(), "the table kept changing: {last:?}");
-        std::thread::sleep(Duration::from_secs(1));
+        if let Err(e) = self
+            .lab
+            .wait_shares_stable(&self.daemons[0], Duration::from_secs(20))
+        {
+            panic!("{e}");
+        }
     }
 
     /// One connection from every source to VIP:9090; the answering node per source.

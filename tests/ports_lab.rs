@@ -41,13 +41,9 @@ fn group(test: &str, opts: impl Fn(usize, VrrpOpts) -> VrrpOpts, expect: usize) 
     let mut lab = Lab::new()
         .expect("creating the lab bridge namespace")
         .with_proxyha(BIN);
-    let client = lab.add_host("c", 50).expect("adding the client namespace");
-    let nodes: Vec<Host> = (0..3)
-        .map(|i| {
-            lab.add_host(&format!("n{}", i + 1), 11 + i as u8)
-                .expect("adding a node namespace")
-        })
-        .collect();
+    let (client, nodes) = lab
+        .add_client_and_nodes(3)
+        .expect("adding the client and node namespaces");
     let serve = |h: &Host, port| h.serve_peer(port).expect("starting a server");
     let web = nodes.iter().map(|h| serve(h, WEB)).collect();
     let ftp = nodes.iter().map(|h| serve(h, FTP)).collect();

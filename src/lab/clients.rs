@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
 
-use super::{Host, Lab, run};
+use super::{Daemon, Host, Lab, run};
 
 /// The client subnets of `lab`: `(second octet, third octet)` of four /24s.
 pub fn client_nets(lab: &Lab) -> [(u8, u8); 4] {
@@ -151,4 +151,48 @@ pub fn tally(
         }
     }
     (per, by_src)
+}
+
+impl Lab {
+    /// The layout of the load-sharing tests: a client namespace `c` (octet 50) and nodes
+    /// `n1..=n<count>` (octets 11…).
+    pub fn add_client_and_nodes(&mut self, count: usize) -> io::Result<(Host, Vec<Host>)> {
+        let client = self.add_host("c", 50)?;
+        let nodes = (0..count)
+            .map(|i| self.add_host(&format!("n{}", i + 1), 11 + i as u8))
+            .collect::<io::Result<Vec<Host>>>()?;
+        Ok((client, nodes))
+    }
+
+    /// Waits until the node shares in `director`'s status have not changed for 2 s (the
+    /// load feedback settled after the joins), at most `limit`, then 1 s for the worker to
+    /// load the table. `Err` with the last shares when they kept changing.
+    pub fn wait_shares_stable(&self, director: &Daemon, limit: Duration) -> Result<(), String> {
+        let shares = || -> String {
+            self.status(director)
+                .map(|s| {
+                    s.0["nodes"]
+                        .as_array()
+                        .map(|a| a.iter().map(|n| n["share"].to_string()).collect::<Vec<_>>())
+                        .unwrap_or_default()
+                        .join(" ")
+                })
+                .unwrap_or_default()
+        };
+        let mut last = shares();
+        let mut since = std::time::Instant::now();
+        let stable = super::wait_for(limit, Duration::from_millis(200), || {
+            let now = shares();
+            if now != last {
+                last = now;
+                since = std::time::Instant::now();
+            }
+            (since.elapsed() >= Duration::from_secs(2)).then_some(())
+        });
+        if stable.is_none() {
+            return Err(format!("the director's table kept changing: {last}"));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        Ok(())
+    }
 }
