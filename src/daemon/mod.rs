@@ -88,10 +88,9 @@ struct LoadSharing {
     lo: LinkInfo,
     last_sample: Instant,
     ticks: u64,
-    /// Both sides of every redirect (VIP-side and listener ports).
-    redirected_ports: Vec<u16>,
-    /// Listening ports that are not redirected (status: direct-only).
-    direct_only: Vec<u16>,
+    /// Ports with a listener reachable from the network, as last sampled (status lists
+    /// those not redirected as direct-only).
+    listening_ports: std::collections::BTreeSet<u16>,
     /// The newest data path handed to the worker, and when to hand it again after a failure.
     desired: Option<crate::dataplane::Desired>,
     retry_at: Option<Instant>,
@@ -404,8 +403,7 @@ impl LoadSharing {
             lo,
             last_sample: now,
             ticks: 0,
-            redirected_ports: redirected_ports(config),
-            direct_only: Vec::new(),
+            listening_ports: std::collections::BTreeSet::new(),
             desired: None,
             retry_at: None,
         })
@@ -422,22 +420,16 @@ impl LoadSharing {
                 load.cpu = s.cpu;
                 load.cpu_count = s.cpu_count;
                 load.conns = s.conns_raw;
+                for (p, st) in s.listen {
+                    load.listening.insert(p, st == PortListen::Wildcard);
+                    if let Some(reason) = st.reason() {
+                        load.reasons.insert(p, reason);
+                    }
+                }
+                self.listening_ports = s.listening_ports;
             }
             Err(e) => log::warn!("{e}"),
         }
-        if let Ok(state) = self.sampler.listen_state() {
-            for (p, st) in state {
-                load.listening.insert(p, st == PortListen::Wildcard);
-                if let Some(reason) = st.reason() {
-                    load.reasons.insert(p, reason);
-                }
-            }
-        }
-        self.direct_only = self
-            .sampler
-            .direct_only(&self.redirected_ports)
-            .into_iter()
-            .collect();
         self.ticks += 1;
         // Every period: the pins go out with the next announcement, so a standby director
         // loses at most about a second of new assignments.
@@ -758,7 +750,14 @@ impl Shell {
             direct_only_ports: self
                 .lb
                 .as_ref()
-                .map(|lb| lb.direct_only.clone())
+                .map(|lb| {
+                    let redirected = redirected_ports(&self.config);
+                    lb.listening_ports
+                        .iter()
+                        .copied()
+                        .filter(|p| !redirected.contains(p))
+                        .collect()
+                })
                 .unwrap_or_default(),
             draining: self.draining,
             bond: self.bond.clone().map(Box::new),

@@ -76,7 +76,6 @@ impl Shell {
                 {
                     lb.sampler
                         .set_ports(new.ha.port_redirects.iter().map(|r| r.to).collect());
-                    lb.redirected_ports = super::redirected_ports(&new);
                     lb.sample();
                 }
                 self.lb = Some(lb);

@@ -181,19 +181,12 @@ pub fn plan(d: &Desired) -> Result<String, DataplaneError> {
 fn director_rules(s: &mut String, t: &str, d: &Desired, dir: &DirectorState) {
     let vip = d.vip;
     let local = mark_of(dir.self_addr);
-    let serving = |port: u16| -> BTreeSet<u32> {
-        dir.pools
-            .iter()
-            .find(|p| p.ports.contains(&port))
-            .map(|p| p.serving.iter().map(|n| mark_of(*n)).collect())
-            .unwrap_or_default()
-    };
     if dir.sticky_idle_s > 0 && !dir.sticky_preload.is_empty() {
         let timeout_ms = u64::from(dir.sticky_idle_s) * 1000;
         let elems: Vec<String> = dir
             .sticky_preload
             .iter()
-            .filter(|e| serving(e.port).contains(&e.mark) && e.expires_ms > 0)
+            .filter(|e| pin_valid(dir, e) && e.expires_ms > 0)
             .map(|e| {
                 format!(
                     "{} . {} timeout {}s expires {}ms : {:#010x}",
@@ -314,14 +307,18 @@ pub fn void_pins(d: &Desired, pins: &[StickyEntry]) -> Vec<StickyEntry> {
         return Vec::new();
     };
     pins.iter()
-        .filter(|e| {
-            !dir.pools
-                .iter()
-                .find(|p| p.ports.contains(&e.port))
-                .is_some_and(|p| p.serving.iter().any(|n| mark_of(*n) == e.mark))
-        })
+        .filter(|e| !pin_valid(dir, e))
         .copied()
         .collect()
+}
+
+/// A pin counts when its node serves its port (the same test the kernel's per-pool
+/// `meta mark != { … }` rule makes): for preloading and for pruning alike.
+fn pin_valid(dir: &DirectorState, e: &StickyEntry) -> bool {
+    dir.pools
+        .iter()
+        .find(|p| p.ports.contains(&e.port))
+        .is_some_and(|p| p.serving.iter().any(|n| mark_of(*n) == e.mark))
 }
 
 /// The `nft -f` script deleting `pins` from the sticky map; `None` when there are none.
@@ -509,29 +506,14 @@ pub fn host_plan(d: &Desired) -> HostPlan {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{PortPool, PortRedirect, StickyEntry};
+    use super::super::{PortPool, StickyEntry};
     use super::*;
 
-    const VIP: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 100);
     const D: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 1);
     const N2: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 2);
     const N3: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 3);
 
-    fn desired(mode: Mode, role: Role) -> Desired {
-        Desired {
-            vip: VIP,
-            interface: "eth0".into(),
-            redirects: vec![
-                PortRedirect {
-                    port: 9090,
-                    to: 9090,
-                },
-                PortRedirect { port: 80, to: 3128 },
-            ],
-            mode,
-            role,
-        }
-    }
+    use super::tests_support::desired;
 
     fn director(preload: Vec<StickyEntry>) -> Role {
         Role::Director(DirectorState {
@@ -932,6 +914,23 @@ pub(crate) mod tests_support {
     use super::super::{DirectorState, PortPool, PortRedirect, StickyEntry};
     use super::*;
 
+    /// VIP 10.88.0.100 on eth0, redirecting 9090 and 80 → 3128.
+    pub(crate) fn desired(mode: Mode, role: Role) -> Desired {
+        Desired {
+            vip: Ipv4Addr::new(10, 88, 0, 100),
+            interface: "eth0".into(),
+            redirects: vec![
+                PortRedirect {
+                    port: 9090,
+                    to: 9090,
+                },
+                PortRedirect { port: 80, to: 3128 },
+            ],
+            mode,
+            role,
+        }
+    }
+
     /// Every role × mode, with a preload, port translation and a full-size table.
     pub(crate) fn all_plans() -> Vec<(String, String)> {
         let d = Ipv4Addr::new(10, 88, 0, 1);
@@ -977,20 +976,7 @@ pub(crate) mod tests_support {
                 ("scanning", scanning.clone()),
                 ("idle", Role::Idle),
             ] {
-                let desired = Desired {
-                    vip: Ipv4Addr::new(10, 88, 0, 100),
-                    interface: "eth0".into(),
-                    redirects: vec![
-                        PortRedirect {
-                            port: 9090,
-                            to: 9090,
-                        },
-                        PortRedirect { port: 80, to: 3128 },
-                    ],
-                    mode,
-                    role,
-                };
-                let script = plan(&desired).expect("valid desired state");
+                let script = plan(&desired(mode, role)).expect("valid desired state");
                 out.push((format!("{rname}/{mode}"), script));
             }
         }

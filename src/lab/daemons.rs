@@ -380,29 +380,12 @@ level = "debug"
 
     /// `proxyha status` (the table) of a proxyha node.
     pub fn status_table(&self, d: &Daemon) -> io::Result<String> {
-        let control = d.control.as_ref().ok_or_else(|| {
-            io::Error::other(format!("{} has no control socket", d.kind.as_str()))
-        })?;
-        let bin = self.proxyha_bin()?.to_string_lossy().into_owned();
-        run(&bin, &["status", "--control", &control.to_string_lossy()])
+        self.proxyha_ctl_ok(d, &["status"])
     }
 
     /// `proxyha status --client IP` of a lab proxyha, as an administrator reads it.
     pub fn client_table(&self, d: &Daemon, client: Ipv4Addr) -> io::Result<String> {
-        let control = d.control.as_ref().ok_or_else(|| {
-            io::Error::other(format!("{} has no control socket", d.kind.as_str()))
-        })?;
-        let bin = self.proxyha_bin()?.to_string_lossy().into_owned();
-        run(
-            &bin,
-            &[
-                "status",
-                "--control",
-                &control.to_string_lossy(),
-                "--client",
-                &client.to_string(),
-            ],
-        )
+        self.proxyha_ctl_ok(d, &["status", "--client", &client.to_string()])
     }
 }
 

@@ -8,19 +8,31 @@ use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use super::{Daemon, Host, Lab, run_output};
+use super::{Daemon, Host, Lab, run, run_output};
 
 impl Lab {
-    /// `proxyha <args…> --control <socket of d>`, whatever its exit status.
-    pub fn proxyha_ctl(&self, d: &Daemon, args: &[&str]) -> io::Result<Output> {
+    /// The binary and `<args…> --control <socket of d>`.
+    fn ctl_argv(&self, d: &Daemon, args: &[&str]) -> io::Result<(String, Vec<String>)> {
         let control = d.control.as_ref().ok_or_else(|| {
             io::Error::other(format!("{} has no control socket", d.kind.as_str()))
         })?;
         let bin = self.proxyha_bin()?.to_string_lossy().into_owned();
-        let control = control.to_string_lossy().into_owned();
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend_from_slice(&["--control", &control]);
-        run_output(&bin, &all)
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.push("--control".into());
+        all.push(control.to_string_lossy().into_owned());
+        Ok((bin, all))
+    }
+
+    /// `proxyha <args…> --control <socket of d>`, whatever its exit status.
+    pub fn proxyha_ctl(&self, d: &Daemon, args: &[&str]) -> io::Result<Output> {
+        let (bin, all) = self.ctl_argv(d, args)?;
+        run_output(&bin, &all.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// The same, its standard output; a failed command is an error with its stderr.
+    pub fn proxyha_ctl_ok(&self, d: &Daemon, args: &[&str]) -> io::Result<String> {
+        let (bin, all) = self.ctl_argv(d, args)?;
+        run(&bin, &all.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     /// `ip netns exec <ns> proxyha <args…>` (e.g. `check -v --config …`: /proc/net is the

@@ -177,12 +177,12 @@ pub fn listeners(text: &str, ports: &[u16]) -> Vec<Listener> {
         .collect()
 }
 
-/// Ports with a TCP listener reachable from the network (not bound to loopback only),
-/// other than `except`: on a node, the ports that are not redirected ("direct-only").
-pub fn other_listening_ports(text: &str, except: &[u16]) -> std::collections::BTreeSet<u16> {
+/// Ports with a TCP listener reachable from the network (not bound to loopback only); less
+/// the redirected ports, a node's "direct-only" ports.
+pub fn listening_ports(text: &str) -> std::collections::BTreeSet<u16> {
     text.lines()
         .filter_map(parse_tcp_line)
-        .filter(|l| l.state == TCP_LISTEN && !except.contains(&l.port) && !l.addr.is_loopback())
+        .filter(|l| l.state == TCP_LISTEN && !l.addr.is_loopback())
         .map(|l| l.port)
         .collect()
 }
@@ -372,6 +372,11 @@ pub struct LoadSample {
     pub conns: BTreeMap<u16, f64>,
     /// Raw counts of this sample.
     pub conns_raw: BTreeMap<u16, u32>,
+    /// The port monitor's verdict per redirected (listener) port.
+    pub listen: BTreeMap<u16, PortListen>,
+    /// Every port with a listener reachable from the network (not loopback only); less the
+    /// redirected ports, the node's direct-only ports.
+    pub listening_ports: std::collections::BTreeSet<u16>,
 }
 
 /// Reads /proc once per call (the daemon calls it every second with the elapsed time).
@@ -382,6 +387,9 @@ pub struct Sampler {
     prev: Option<CpuTimes>,
     /// The cgroup source and its last usage reading (µs), when one applies.
     cgroup: Option<(CgroupCpu, Option<u64>)>,
+    /// `/proc/self/cgroup` and the mountinfo read with it: mountinfo is read again only
+    /// when our cgroup changes, not every sample.
+    mounts: Option<(String, String)>,
     cpu: Ewma,
     conns: BTreeMap<u16, Ewma>,
     tau: Duration,
@@ -413,6 +421,7 @@ impl Sampler {
             ports,
             prev: None,
             cgroup: None,
+            mounts: None,
             cpu: Ewma::new(tau),
             conns: BTreeMap::new(),
             tau,
@@ -432,10 +441,10 @@ impl Sampler {
         };
         let cpu_raw = cpu_raw.unwrap_or(0.0);
 
-        let mut raw = BTreeMap::new();
-        count_established(&read(&self.paths.tcp)?, &self.ports, &mut raw);
+        // Each file once: connection counts, the listener check and the listening ports.
+        let mut texts = vec![read(&self.paths.tcp)?];
         match std::fs::read_to_string(&self.paths.tcp6) {
-            Ok(t) => count_established(&t, &self.ports, &mut raw),
+            Ok(t) => texts.push(t),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(source) => {
                 return Err(LoadError::Read {
@@ -443,6 +452,14 @@ impl Sampler {
                     source,
                 });
             }
+        }
+        let mut raw = BTreeMap::new();
+        let mut found = Vec::new();
+        let mut listening_ports = std::collections::BTreeSet::new();
+        for t in &texts {
+            count_established(t, &self.ports, &mut raw);
+            found.extend(listeners(t, &self.ports));
+            listening_ports.extend(self::listening_ports(t));
         }
         let tau = self.tau;
         let conns = raw
@@ -459,6 +476,8 @@ impl Sampler {
             cgroup,
             conns,
             conns_raw: raw,
+            listen: port_listen_state(&found, &self.ports),
+            listening_ports,
         })
     }
 
@@ -467,9 +486,12 @@ impl Sampler {
     /// `None` on the first reading of a source.
     fn cgroup_cpu(&mut self, dt: Duration) -> Option<(Option<f64>, usize, Option<CgroupCpu>)> {
         let self_cgroup = std::fs::read_to_string(&self.paths.self_cgroup).ok()?;
-        let found = std::fs::read_to_string(&self.paths.mountinfo)
-            .ok()
-            .and_then(|mi| cgroup::resolve(&self_cgroup, &mi, |p| std::fs::read_to_string(p).ok()));
+        if self.mounts.as_ref().is_none_or(|(c, _)| *c != self_cgroup) {
+            let mi = std::fs::read_to_string(&self.paths.mountinfo).ok()?;
+            self.mounts = Some((self_cgroup, mi));
+        }
+        let (self_cgroup, mi) = self.mounts.as_ref()?;
+        let found = cgroup::resolve(self_cgroup, mi, |p| std::fs::read_to_string(p).ok());
         let Some(found) = found else {
             self.cgroup = None;
             return None;
@@ -515,30 +537,10 @@ impl Sampler {
         Ok((util, cpu_count, None))
     }
 
-    /// Listening ports other than `except` (both files; unreadable ones count as empty).
-    pub fn direct_only(&self, except: &[u16]) -> std::collections::BTreeSet<u16> {
-        let mut out = std::collections::BTreeSet::new();
-        for path in [&self.paths.tcp, &self.paths.tcp6] {
-            if let Ok(t) = std::fs::read_to_string(path) {
-                out.extend(other_listening_ports(&t, except));
-            }
-        }
-        out
-    }
-
     /// The redirected ports to count and check, after a reload changed them.
     pub fn set_ports(&mut self, ports: Vec<u16>) {
         self.conns.retain(|p, _| ports.contains(p));
         self.ports = ports;
-    }
-
-    /// The listener check for the port monitor, from the same files.
-    pub fn listen_state(&self) -> Result<BTreeMap<u16, PortListen>, LoadError> {
-        let mut found = listeners(&read(&self.paths.tcp)?, &self.ports);
-        if let Ok(t) = std::fs::read_to_string(&self.paths.tcp6) {
-            found.extend(listeners(&t, &self.ports));
-        }
-        Ok(port_listen_state(&found, &self.ports))
     }
 }
 
@@ -766,8 +768,14 @@ cpu0 1 0 0 1 0 0 0 0 0 0\ncpu1 1 0 0 1 0 0 0 0 0 0\n";
             "first real sample taken as is"
         );
         assert_eq!(
-            s.listen_state().unwrap()[&2121].clone(),
+            second.listen[&2121],
             PortListen::SpecificOnly(vec!["127.0.0.1".parse().unwrap()])
+        );
+        assert_eq!(second.listen[&9090], PortListen::Wildcard);
+        assert!(
+            second.listening_ports.contains(&9090) && !second.listening_ports.contains(&2121),
+            "loopback-only listeners are not reachable: {:?}",
+            second.listening_ports
         );
         std::fs::remove_file(&paths.stat).unwrap();
         let err = s.sample(Duration::from_secs(1)).unwrap_err().to_string();
