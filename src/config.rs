@@ -40,7 +40,27 @@ pub struct Config {
     /// the interfaces alone, as on a lab or a general-purpose host.
     pub network: Option<Network>,
     pub appliance: Appliance,
+    pub update: Update,
 }
+
+/// `[update]`: A/B updates of the appliance (`proxyha update`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Update {
+    /// A trial boot of a new version that is not healthy this long after start reboots
+    /// (after three tries GRUB boots the previous slot again).
+    pub health_timeout_s: u32,
+}
+
+impl Default for Update {
+    fn default() -> Self {
+        Update {
+            health_timeout_s: DEFAULT_HEALTH_TIMEOUT_S,
+        }
+    }
+}
+
+/// `[update] health_timeout_s` when unset.
+pub const DEFAULT_HEALTH_TIMEOUT_S: u32 = 300;
 
 /// `[network]`: the appliance's own addressing, applied through rtnetlink at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -417,6 +437,10 @@ port_redirects = [9090, 2121]    # ports shared by the group; or { port = 80, to
 
 # [appliance]
 # builtin_proxy = true           # the image's forward proxy on 0.0.0.0:9090; false to bring your own
+
+# [update]
+# health_timeout_s = 300         # a new version not healthy this long after boot reboots (30..=3600);
+#                                # after 3 tries the box goes back to the previous version
 "#;
 
 // ---------------------------------------------------------------------------------------
@@ -424,7 +448,15 @@ port_redirects = [9090, 2121]    # ports shared by the group; or { port = 80, to
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
-const SECTIONS: &[&str] = &["node", "ha", "control", "log", "network", "appliance"];
+const SECTIONS: &[&str] = &[
+    "node",
+    "ha",
+    "control",
+    "log",
+    "network",
+    "appliance",
+    "update",
+];
 const NODE_KEYS: &[&str] = &["name", "management_ip", "capacity"];
 const HA_KEYS: &[&str] = &[
     "interface",
@@ -447,6 +479,7 @@ const LOG_KEYS: &[&str] = &["target", "level", "remote"];
 const NETWORK_KEYS: &[&str] = &["interface", "address", "gateway", "dns", "hostname", "bond"];
 const BOND_KEYS: &[&str] = &["name", "slaves", "mode"];
 const APPLIANCE_KEYS: &[&str] = &["builtin_proxy"];
+const UPDATE_KEYS: &[&str] = &["health_timeout_s"];
 /// The resolver's MAXNS: later `nameserver` lines are ignored.
 const MAX_DNS: usize = 3;
 /// Slaves of one bond (the appliance has at most a few NICs).
@@ -512,6 +545,7 @@ impl Cx<'_> {
         let log = self.section(root, "log", LOG_KEYS);
         let network = self.section(root, "network", NETWORK_KEYS);
         let appliance = self.section(root, "appliance", APPLIANCE_KEYS);
+        let update = self.section(root, "update", UPDATE_KEYS);
 
         let node = self.node(&node);
         let ha = self.ha(&ha, node.as_ref().and_then(|n| n.management_ip));
@@ -524,6 +558,7 @@ impl Cx<'_> {
             ha.as_ref().map(|h| h.interface.clone()),
         );
         let appliance = self.appliance(&appliance);
+        let update = self.update(&update);
         Some(Config {
             node: node?,
             ha: ha?,
@@ -531,6 +566,7 @@ impl Cx<'_> {
             log: log?,
             network: network?,
             appliance: appliance?,
+            update: update?,
         })
     }
 
@@ -1166,6 +1202,19 @@ impl Cx<'_> {
         Some(Appliance { builtin_proxy })
     }
 
+    fn update(&mut self, s: &Section<'_, '_>) -> Option<Update> {
+        let health_timeout_s = match s.get("health_timeout_s") {
+            Some(v) => self.int_in(
+                "update.health_timeout_s",
+                v,
+                30..=3600,
+                "must be 30..=3600 (seconds)",
+            )? as u32,
+            None => DEFAULT_HEALTH_TIMEOUT_S,
+        };
+        Some(Update { health_timeout_s })
+    }
+
     /// An interface name as the kernel's dev_valid_name() accepts it.
     fn ifname(&mut self, key: &str, v: &Value<'_>) -> Option<String> {
         const RULE: &str =
@@ -1523,6 +1572,7 @@ impl Config {
             "ha.virtual_ip" => self.ha.virtual_ip.to_string(),
             "log.remote" => self.log.remote.map(|a| a.to_string()).unwrap_or_default(),
             "appliance.builtin_proxy" => self.appliance.builtin_proxy.to_string(),
+            "update.health_timeout_s" => self.update.health_timeout_s.to_string(),
             "network.interface" => network.map(|n| n.interface.clone()).unwrap_or_default(),
             "network.address" => network
                 .map(|n| format!("{}/{}", n.address, n.prefix))
@@ -1542,6 +1592,7 @@ pub const GET_KEYS: &[&str] = &[
     "ha.virtual_ip",
     "log.remote",
     "appliance.builtin_proxy",
+    "update.health_timeout_s",
     "network.interface",
     "network.address",
     "network.hostname",
@@ -1999,6 +2050,7 @@ builtin_proxy = false
                 appliance: Appliance {
                     builtin_proxy: false
                 },
+                update: Update::default(),
             }
         );
         assert_eq!(config.advert_interval(), Duration::from_secs(2));

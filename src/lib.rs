@@ -17,5 +17,6 @@ pub mod network;
 pub mod reload;
 pub mod setup;
 pub mod status;
+pub mod update;
 pub mod vrrp;
 pub mod wire;

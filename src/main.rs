@@ -11,7 +11,7 @@ use proxyha::status::{self, Request, Response};
 #[derive(Parser)]
 #[command(
     name = "proxyha",
-    version,
+    version = proxyha::update::VERSION,
     about = "Proxy HA: VRRP failover and load sharing for web proxies"
 )]
 struct Cli {
@@ -76,8 +76,56 @@ enum Command {
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// A/B updates: verify and install a signed bundle, show and mark the slots
+    Update {
+        #[command(subcommand)]
+        command: UpdateCommand,
+    },
     /// Print the version
     Version,
+}
+
+#[derive(Subcommand)]
+enum UpdateCommand {
+    /// Check a bundle (signature, board, every image's size and SHA-256); exit 0 valid, 1 not
+    Verify {
+        /// The bundle, or - for standard input
+        file: PathBuf,
+        /// Directory of trusted minisign public keys (*.pub) [default: the running slot's,
+        /// /usr/share/proxyha/keys]
+        #[arg(long, value_name = "DIR")]
+        keys: Option<PathBuf>,
+    },
+    /// Install a bundle into the inactive slot; it boots next as a trial
+    Install {
+        /// The bundle, or - for standard input (curl -s URL | proxyha update install -)
+        file: PathBuf,
+        /// Reboot into the new version once it is installed
+        #[arg(long)]
+        reboot: bool,
+        /// Install a version that is not newer than the running one
+        #[arg(long)]
+        allow_downgrade: bool,
+        /// Install a version that failed its health check here before
+        #[arg(long)]
+        force: bool,
+        /// Trusted keys instead of the running slot's keyring
+        #[arg(long, value_name = "DIR")]
+        keys: Option<PathBuf>,
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Booted slot, each slot's version and state, what boots next, the last failure
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Commit the booted slot now (as a healthy trial boot does by itself)
+    MarkGood,
+    /// Give the booted slot up: the other slot boots next
+    MarkBad,
 }
 
 #[derive(Subcommand)]
@@ -129,8 +177,9 @@ fn main() -> ExitCode {
             command: ConfigCommand::Get { key, config },
         } => config_get(&key, &config),
         Command::Setup { config } => proxyha_setup(&config),
+        Command::Update { command } => update(command),
         Command::Version => {
-            println!("proxyha {}", env!("CARGO_PKG_VERSION"));
+            println!("proxyha {}", proxyha::update::VERSION);
             ExitCode::SUCCESS
         }
     }
@@ -308,6 +357,81 @@ fn status(json: bool, control: Option<PathBuf>, client: Option<std::net::Ipv4Add
             ExitCode::FAILURE
         }
     }
+}
+
+/// `proxyha update …`. The log lines go to the configured log target (syslog on the
+/// appliance) so /var/log/messages holds every step; stdout gets them too.
+fn update(command: UpdateCommand) -> ExitCode {
+    use proxyha::update::command as cmd;
+    let quiet_log = |config: &Config| {
+        if config.log.target == config::LogTarget::Syslog {
+            let _ = proxyha::logging::init(&config.log.target, config.log.level);
+        }
+    };
+    let code = match command {
+        UpdateCommand::Verify { file, keys } => cmd::verify(&file, keys.as_deref()),
+        UpdateCommand::Install {
+            file,
+            reboot,
+            allow_downgrade,
+            force,
+            keys,
+            config,
+        } => {
+            // A broken config must not keep a fixed release out: defaults then, said so.
+            let c = match Config::load(&config) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    eprintln!("proxyha: {e}; installing with the default state_dir and health timeout");
+                    None
+                }
+            };
+            if let Some(c) = &c {
+                quiet_log(c);
+            }
+            cmd::install(&cmd::InstallArgs {
+                file,
+                keys,
+                allow_downgrade,
+                force,
+                reboot,
+                state_dir: c.as_ref().map_or_else(
+                    || PathBuf::from(config::DEFAULT_STATE_DIR),
+                    |c| c.control.state_dir.clone(),
+                ),
+                timeout_s: c
+                    .as_ref()
+                    .map_or(config::DEFAULT_HEALTH_TIMEOUT_S, |c| c.update.health_timeout_s),
+            })
+        }
+        UpdateCommand::Status { json, config } => {
+            let c = Config::load(&config).ok();
+            let state_dir = c.as_ref().map_or_else(
+                || PathBuf::from(config::DEFAULT_STATE_DIR),
+                |c| c.control.state_dir.clone(),
+            );
+            let socket = c.map_or_else(|| PathBuf::from(config::DEFAULT_SOCKET), |c| c.control.socket);
+            // During a trial, the supervisor says what is still missing.
+            let missing = runtime().ok().and_then(|rt| {
+                match rt.block_on(status::request(&socket, &Request::Status)) {
+                    Ok(Response::Status(s)) => s.update_missing,
+                    _ => None,
+                }
+            });
+            match cmd::status_doc(&state_dir, missing) {
+                Ok(doc) => {
+                    return print_status(json, &doc, proxyha::update::report::render);
+                }
+                Err(e) => {
+                    eprintln!("proxyha: {e}");
+                    2
+                }
+            }
+        }
+        UpdateCommand::MarkGood => cmd::mark(true),
+        UpdateCommand::MarkBad => cmd::mark(false),
+    };
+    ExitCode::from(code)
 }
 
 fn config_get(key: &str, path: &Path) -> ExitCode {

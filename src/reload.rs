@@ -18,7 +18,7 @@
 
 use std::fmt::Display;
 
-use crate::config::{Appliance, Config, Control, Ha, Log, Node, PortRedirect};
+use crate::config::{Appliance, Config, Control, Ha, Log, Node, PortRedirect, Update};
 
 /// How to apply a new configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -117,6 +117,7 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         },
         network,
         appliance: Appliance { builtin_proxy },
+        update: Update { health_timeout_s },
     } = new;
     let o = old;
 
@@ -205,6 +206,14 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         "appliance.builtin_proxy",
         &o.appliance.builtin_proxy,
         builtin_proxy,
+    );
+    // In place: `proxyha update install` reads it from the file when it arms a trial boot;
+    // the running supervisor never holds it.
+    change(
+        &mut p.in_place,
+        "update.health_timeout_s",
+        &o.update.health_timeout_s,
+        health_timeout_s,
     );
     p
 }

@@ -65,6 +65,10 @@ pub struct Status {
     /// Maintenance (`proxyha drain`): no new clients come to this node; pinned ones finish.
     #[serde(default)]
     pub draining: bool,
+    /// During a trial boot of a new version: what keeps it from being marked good (empty:
+    /// healthy); `None` when this boot is no trial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_missing: Option<Vec<String>>,
     /// Peers whose group settings differ from ours: a membership report with another
     /// config digest, or a VRRP advert for our VRID with another VIP list.
     #[serde(default)]
@@ -637,6 +641,7 @@ mod tests {
             }],
             direct_only_ports: vec![22, 9091],
             draining: false,
+            update_missing: None,
         }
     }
 

@@ -76,6 +76,8 @@ struct Shell {
     done_tx: tokio::sync::mpsc::UnboundedSender<Done>,
     /// The HA interface's bond as last read (None: not a bond).
     bond: Option<crate::network::BondStatus>,
+    /// A trial boot of a freshly installed version, until it is healthy and marked good.
+    trial: Option<(crate::update::boot::Trial, crate::update::health::Health)>,
 }
 
 /// The membership core and its I/O: protocol-253 socket, load sampler, data-path worker.
@@ -178,16 +180,33 @@ pub async fn run(
         config_path,
         done_tx,
         bond,
+        trial: None,
     };
     log::info!(
         "proxyha {} starting on {ifname} ({primary}), VRID {}, priority {}, VIP {vip}, link {}",
-        env!("CARGO_PKG_VERSION"),
+        crate::update::VERSION,
         shell.config.ha.virtual_router_id,
         shell.config.ha.priority,
         if shell.link.up { "up" } else { "down" },
     );
     if let Some(lb) = shell.lb.as_mut() {
         lb.sample();
+    }
+    // The A/B boot state (appliance only): a committed slot's try counter is reset, a
+    // rolled-back trial recorded, a trial boot armed for its health-gated commit.
+    let layout = crate::update::layout::Layout::system();
+    if let Some(t) = crate::update::boot::at_start(
+        &layout,
+        &shell.config.control.state_dir,
+        crate::update::VERSION,
+        shell.config.update.health_timeout_s,
+    ) {
+        let health = crate::update::health::Health::new(
+            shell.config.advert_interval(),
+            shell.lb.is_some(),
+            shell.lb.is_some() && shell.config.appliance.builtin_proxy,
+        );
+        shell.trial = Some((t, health));
     }
     router.handle_startup(Instant::now(), shell.link.up);
     shell.execute(&mut router).await;
@@ -263,7 +282,10 @@ pub async fn run(
                     }
                     if lb.cluster.poll_timeout().is_some_and(|t| t <= now) {
                         // A period starts: sample first so the report carries fresh load.
-                        lb.sample();
+                        let listening = lb.sample();
+                        if let Some((_, h)) = shell.trial.as_mut() {
+                            h.proxy_listening(listening);
+                        }
                     }
                     lb.cluster.handle_timeout(now);
                 }
@@ -271,6 +293,9 @@ pub async fn run(
             Some(done) = done_rx.recv() => match done {
                 Done::Applied(Ok(()), preload, director) => {
                     log::debug!("data path applied");
+                    if let Some((_, h)) = shell.trial.as_mut() {
+                        h.data_path_applied();
+                    }
                     if director {
                         shell.complete_takeover().await;
                     }
@@ -339,6 +364,7 @@ pub async fn run(
         }
         shell.execute(&mut router).await;
         shell.drive_cluster(&router);
+        shell.check_trial(&router, &layout).await;
     }
 
     log::info!("stopping on signal");
@@ -409,14 +435,17 @@ impl LoadSharing {
         })
     }
 
-    /// Reads /proc (a few small files; fast enough to do inline) into the core.
-    fn sample(&mut self) {
+    /// Reads /proc (a few small files; fast enough to do inline) into the core. Returns
+    /// whether every redirected port's listener is up on the wildcard address.
+    fn sample(&mut self) -> bool {
+        let mut all_listening = false;
         let now = Instant::now();
         let dt = now.duration_since(self.last_sample);
         self.last_sample = now;
         let mut load = LocalLoad::default();
         match self.sampler.sample(dt) {
             Ok(s) => {
+                all_listening = s.listen.iter().all(|(_, st)| *st == PortListen::Wildcard);
                 load.cpu = s.cpu;
                 load.cpu_count = s.cpu_count;
                 load.conns = s.conns_raw;
@@ -437,6 +466,7 @@ impl LoadSharing {
             self.worker.pinned();
         }
         self.cluster.handle_local_load(load);
+        all_listening
     }
 }
 
@@ -661,6 +691,43 @@ impl Shell {
         }
     }
 
+    /// A trial boot: feed the VRRP state to the health criterion and, once healthy, mark
+    /// the slot good (one small write of the environment block on the ESP, off the loop).
+    async fn check_trial(&mut self, router: &Router, layout: &crate::update::layout::Layout) {
+        let Some((trial, health)) = self.trial.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        health.vrrp(now, router.state());
+        if !health.healthy(now) {
+            return;
+        }
+        let trial = trial.clone();
+        let layout = layout.clone();
+        let running = crate::update::VERSION;
+        let started = self.started;
+        let r = tokio::task::spawn_blocking(move || crate::update::boot::commit(&layout, &trial, running))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        match r {
+            Ok(()) => {
+                log::info!(
+                    "update: {running} in slot {} is healthy {:.1} s after start: marked good (boot {} of {})",
+                    self.trial.as_ref().map_or("?", |(t, _)| t.slot.letter()),
+                    started.elapsed().as_secs_f64(),
+                    self.trial.as_ref().map_or(0, |(t, _)| t.try_n),
+                    crate::update::slots::TRIES,
+                );
+                self.trial = None;
+            }
+            Err(e) => {
+                // Tried again after the next input; the trial watchdog reboots if this
+                // never succeeds, and GRUB falls back after three tries.
+                log::error!("update: marking slot good: {e}");
+            }
+        }
+    }
+
     fn vrid(&self) -> u8 {
         self.config.ha.virtual_router_id
     }
@@ -709,7 +776,7 @@ impl Shell {
         let ha = &self.config.ha;
         Status {
             name: self.config.node.name.clone(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: crate::update::VERSION.to_string(),
             interface: self.link.name.clone(),
             management_ip: Some(self.primary),
             state: router.state().as_str().to_string(),
@@ -761,6 +828,7 @@ impl Shell {
                 .unwrap_or_default(),
             draining: self.draining,
             bond: self.bond.clone().map(Box::new),
+            update_missing: self.trial.as_ref().map(|(_, h)| h.missing(now)),
         }
     }
 

@@ -821,7 +821,7 @@ impl Cluster {
                 .collect(),
             config_digest: self.cfg.config_digest,
             group_config: self.cfg.group_config.clone(),
-            software_version: env!("CARGO_PKG_VERSION").to_string(),
+            software_version: crate::update::VERSION.to_string(),
             draining: self.draining,
         }
     }
