@@ -3,11 +3,21 @@
 #
 #   sudo image/build.sh [BOARD]        # BOARD = <family>/<board> under board/, default x86_64/generic-x86-64
 #
-# Steps: host tools -> static proxyha -> kernel + busybox debs -> trimmed modules -> initramfs ->
-# root slot (squashfs) -> ESP (GRUB EFI, per-slot kernel/initramfs, grubenv) -> GPT disk (genimage)
-# -> .img.xz, .qcow2, .vmdk + .ova, .vhdx. Everything lands in image/out/; image/out/cache keeps the
-# downloaded .debs between runs. Needs root (apt-get for missing host tools; genimage and
-# mksquashfs run unprivileged-safe, no loop mounts).
+# Steps: host tools -> signing key -> static proxyha -> kernel + busybox debs -> trimmed modules ->
+# initramfs -> root slot (squashfs, with the keyring) -> update bundle (.update, signed) -> ESP (GRUB
+# EFI, per-slot kernel/initramfs, grubenv) -> GPT disk (genimage) -> .img.xz, .qcow2, .vmdk + .ova,
+# .vhdx. Everything lands in image/out/; image/out/cache keeps the downloaded .debs between runs.
+# Needs root (apt-get for missing host tools; genimage and mksquashfs run unprivileged-safe, no
+# loop mounts).
+#
+# Environment:
+#   PROXYHA_SIGNING_KEY=FILE   minisign secret key that signs the bundle; its public half is
+#                              PROXYHA_SIGNING_PUB (default: FILE with .key replaced by .pub).
+#                              Unset: a development key in image/out/keys/ (generated once; never
+#                              committed, never for production) signs, and the build says so.
+#   PROXYHA_TRUSTED_KEYS=DIR   more *.pub keys the root slot trusts (key rotation: tomorrow's key).
+#   PROXYHA_VERSION=X.Y.Z      build this version instead of Cargo.toml's (release and test builds).
+#   BUNDLE_ONLY=1              stop after the update bundle (no disk images).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -41,8 +51,29 @@ trap cleanup EXIT
 log "host tools"
 "$here/host-deps.sh"
 
+# ---- signing key -----------------------------------------------------------------------------
+if [ -n "${PROXYHA_SIGNING_KEY:-}" ]; then
+	sign_key=$PROXYHA_SIGNING_KEY
+	sign_pub=${PROXYHA_SIGNING_PUB:-${sign_key%.key}.pub}
+	[ -f "$sign_key" ] || die "PROXYHA_SIGNING_KEY=$sign_key: no such file"
+	[ -f "$sign_pub" ] || die "public half of $sign_key not found at $sign_pub; set PROXYHA_SIGNING_PUB"
+	log "signing key: $sign_key"
+else
+	sign_key=$out/keys/dev.key
+	sign_pub=$out/keys/dev.pub
+	if [ ! -f "$sign_key" ]; then
+		mkdir -p "$out/keys"
+		minisign -G -W -p "$sign_pub" -s "$sign_key" >/dev/null
+		log "signing key: generated a DEVELOPMENT key $sign_key (no PROXYHA_SIGNING_KEY); not for production"
+	else
+		log "signing key: the DEVELOPMENT key $sign_key (no PROXYHA_SIGNING_KEY); not for production"
+	fi
+fi
+export PROXYHA_SIGNING_KEY=$sign_key
+
 # ---- proxyha, statically linked ------------------------------------------------------------------
-log "proxyha (static, $RUST_TARGET)"
+log "proxyha (static, $RUST_TARGET${PROXYHA_VERSION:+, version $PROXYHA_VERSION})"
+[ -z "${PROXYHA_VERSION:-}" ] || export PROXYHA_VERSION
 (cd "$top" && RUSTFLAGS="-C target-feature=+crt-static" "${nice[@]}" \
 	cargo build --release --locked --target "$RUST_TARGET" --bin proxyha)
 proxyha_bin=${CARGO_TARGET_DIR:-$top/target}/$RUST_TARGET/release/proxyha
@@ -137,6 +168,14 @@ install -m 0755 -D "$work/tinyproxy/usr/bin/tinyproxy" "$rootfs/usr/bin/tinyprox
 install -m 0644 -D "$work/tinyproxy/usr/share/tinyproxy/default.html" "$rootfs/usr/share/tinyproxy/default.html"
 install_modules "$board_dir/modules.list" "$rootfs"
 cp -a "$common/rootfs-overlay/." "$rootfs/"
+# The keyring this slot trusts for the next update: the signing key's public half, and more.
+mkdir -p "$rootfs/usr/share/proxyha/keys"
+install -m 0644 "$sign_pub" "$rootfs/usr/share/proxyha/keys/$(basename "$sign_pub")"
+if [ -n "${PROXYHA_TRUSTED_KEYS:-}" ]; then
+	for k in "$PROXYHA_TRUSTED_KEYS"/*.pub; do
+		[ -f "$k" ] && install -m 0644 "$k" "$rootfs/usr/share/proxyha/keys/"
+	done
+fi
 [ -d "$board_dir/rootfs-overlay" ] && cp -a "$board_dir/rootfs-overlay/." "$rootfs/"
 # Mutable state lives on the data partition (or tmpfs).
 ln -s /data/etc/proxyha "$rootfs/etc/proxyha"
@@ -156,12 +195,24 @@ rm -f "$work/rootfs.squashfs"
 "${nice[@]}" mksquashfs "$rootfs" "$work/rootfs.squashfs" -all-root -comp xz -Xbcj x86 -b 256K \
 	-noappend -quiet -no-progress
 
+# ---- update bundle -------------------------------------------------------------------------------
+name=proxyha-$version-$BOARD_ID
+kernel=$work/kernel/boot/vmlinuz-$kver
+log "update bundle $name.update"
+"$here/make-bundle.sh" "$out/$name.update" "$version" "$BOARD_ID" "$work/rootfs.squashfs" \
+	"$kernel" "$work/initrd.img"
+if [ "${BUNDLE_ONLY:-0}" = 1 ]; then
+	size() { du -b "$1" | awk '{printf "%6.1f MiB", $1 / 1048576}'; }
+	printf '  %-28s %s\n' "$name.update" "$(size "$out/$name.update")"
+	exit 0
+fi
+
 # ---- ESP ---------------------------------------------------------------------------------------
 log "ESP (GRUB EFI)"
 esp=$work/esp
 rm -rf "$esp"
 mkdir -p "$esp/EFI/BOOT" "$esp/A"
-cp "$work/kernel/boot/vmlinuz-$kver" "$esp/A/vmlinuz"
+cp "$kernel" "$esp/A/vmlinuz"
 cp "$work/initrd.img" "$esp/A/initrd.img"
 grub-mkimage -O x86_64-efi -p /EFI/BOOT -o "$esp/EFI/BOOT/BOOTX64.EFI" \
 	part_gpt fat normal linux echo test configfile loadenv sleep reboot halt serial terminal \
@@ -173,7 +224,7 @@ grub-mkimage -O i386-pc -p "(hd0,gpt1)/EFI/BOOT" -o "$work/core.img" \
 	biosdisk part_gpt fat normal linux echo test configfile loadenv sleep reboot halt serial terminal \
 	gzio search search_label
 grub-editenv "$esp/EFI/BOOT/grubenv" create
-grub-editenv "$esp/EFI/BOOT/grubenv" set ORDER="A B" A_OK=1 A_TRY=0 B_OK=0 B_TRY=0
+grub-editenv "$esp/EFI/BOOT/grubenv" set ORDER="A B" A_OK=1 A_TRY=0 B_OK=0 B_TRY=0 A_VERSION="$version"
 "$proxyha_bin" config example >"$esp/proxyha.toml.example"
 cat >"$esp/README.txt" <<'EOF'
 ProxyHA boot partition.
@@ -197,7 +248,6 @@ mkdir -p "$gtmp/root"
 	{ cat "$work/genimage.log" >&2; die "genimage failed"; }
 
 # ---- outputs -------------------------------------------------------------------------------------
-name=proxyha-$version-$BOARD_ID
 img=$out/$name.img
 mv "$out/images/proxyha.img" "$img"
 
@@ -227,7 +277,7 @@ size() { du -b "$1" | awk '{printf "%6.1f MiB", $1 / 1048576}'; }
 	printf '  %-28s %s (%s modules)\n' "initramfs" "$(size "$work/initrd.img")" \
 		"$(find "$initrd/lib/modules" -name '*.ko' | wc -l)"
 	printf '  %-28s %s\n' "kernel" "$(size "$esp/A/vmlinuz")"
-	for f in "$img" "$img.xz" "$out/$name.qcow2" "$out/$name.vmdk" "$out/$name.ova" "$out/$name.vhdx"; do
+	for f in "$out/$name.update" "$img" "$img.xz" "$out/$name.qcow2" "$out/$name.vmdk" "$out/$name.ova" "$out/$name.vhdx"; do
 		printf '  %-28s %s\n' "$(basename "$f")" "$(size "$f")"
 	done
 } | tee "$out/sizes.txt"

@@ -29,12 +29,17 @@ pub trait Sink {
     fn verified(&mut self, image: &Image) -> io::Result<()>;
 }
 
-/// A sink that only verifies (`proxyha update verify`).
-pub struct VerifyOnly;
+/// A sink that only verifies (`proxyha update verify`), and the board when one is given.
+pub struct VerifyOnly {
+    pub board: Option<String>,
+}
 
 impl Sink for VerifyOnly {
-    fn manifest(&mut self, _: &Manifest, _: &str) -> Result<(), String> {
-        Ok(())
+    fn manifest(&mut self, m: &Manifest, _: &str) -> Result<(), String> {
+        match &self.board {
+            Some(b) if *b != m.compatible => Err(format!("for board {}, this is {b}", m.compatible)),
+            _ => Ok(()),
+        }
     }
     fn data(&mut self, _: &Image, _: &[u8]) -> io::Result<()> {
         Ok(())

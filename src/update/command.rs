@@ -19,7 +19,8 @@ fn keyring(layout: &Layout, keys: Option<&Path>) -> Result<Keyring, String> {
     }
 }
 
-/// `proxyha update verify FILE|- [--keys DIR]`.
+/// `proxyha update verify FILE|- [--keys DIR]`: signature, every image, and on an appliance
+/// the board.
 pub fn verify(file: &Path, keys: Option<&Path>) -> u8 {
     let layout = Layout::system();
     let ring = match keyring(&layout, keys) {
@@ -40,7 +41,11 @@ pub fn verify(file: &Path, keys: Option<&Path>) -> u8 {
             }
         }
     };
-    match bundle::read(input, &ring, &mut VerifyOnly) {
+    // On an appliance the bundle must also be for this board; elsewhere (a build host) any.
+    let mut sink = VerifyOnly {
+        board: install::board(&layout).ok(),
+    };
+    match bundle::read(input, &ring, &mut sink) {
         Ok(v) => {
             println!(
                 "{}: valid: proxyha {} for {}, signed by {}, {} images, {} bytes",
