@@ -44,9 +44,15 @@ struct Args {
 enum Event {
     Crash,
     Sigterm,
+    /// SIGTERM with load sharing on: proxyha hands the director role over explicitly
+    /// (`director::cluster::handover`); keepalived has no such path (its row shows "-").
+    Handover,
 }
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// The redirected port of the handover rows (its listener keeps the port monitor content).
+const REDIRECTED: u16 = 9090;
 
 fn main() {
     if let Err(e) = real_main() {
@@ -75,9 +81,13 @@ fn real_main() -> Res<()> {
     };
     let mut rows = Vec::new();
     for &interval in &args.intervals {
-        for event in [Event::Crash, Event::Sigterm] {
+        for event in [Event::Crash, Event::Sigterm, Event::Handover] {
             let mut row = Vec::new();
             for &kind in &kinds {
+                if event == Event::Handover && kind != Kind::Proxyha {
+                    row.push((kind, Vec::new()));
+                    continue;
+                }
                 let gaps = measure(bin.as_deref(), kind, interval, event, args.rounds)?;
                 row.push((kind, gaps));
             }
@@ -103,10 +113,12 @@ fn real_main() -> Res<()> {
         let theory = match event {
             Event::Crash => format!("MDI(89) = {}", o.master_down_interval().as_millis()),
             Event::Sigterm => format!("Skew(89) = {}", o.skew_time().as_millis()),
+            Event::Handover => "ARP + data path".to_string(),
         };
         let ev = match event {
             Event::Crash => "crash (SIGKILL + link down)",
             Event::Sigterm => "SIGTERM",
+            Event::Handover => "planned stop (SIGTERM, load sharing on: handover)",
         };
         let mut line = format!("| {interval} ms | {ev} | {theory} |");
         for (_, gaps) in row {
@@ -221,7 +233,16 @@ fn measure(
     event: Event,
     rounds: usize,
 ) -> Res<Vec<Duration>> {
-    let b = build(bin, kind, interval)?;
+    let mut b = build(bin, kind, interval)?;
+    if event == Event::Handover {
+        // Load sharing on (a redirected port with a listener on each node), so the nodes
+        // speak the membership protocol; the probe stays on the direct-only port.
+        for h in [&b.n1, &b.n2] {
+            h.serve_name(REDIRECTED)?;
+        }
+        b.o1 = b.o1.clone().redirects(&[REDIRECTED]);
+        b.o2 = b.o2.clone().redirects(&[REDIRECTED]);
+    }
     let target = SocketAddrV4::new(b.lab.vip(), lab::ECHO_PORT);
     let prober = Prober::start(&b.client, target)?;
     let watch = AdvertWatch::start(&b.client)?;
@@ -230,6 +251,10 @@ fn measure(
     let mut gaps = Vec::new();
     for round in 0..rounds {
         settle(&b, &prober)?;
+        if event == Event::Handover {
+            // n2's first report (with its candidacy) follows n1's first announcement.
+            std::thread::sleep(Duration::from_millis(1500));
+        }
         prober.clear();
         watch.drain();
         let advert = watch.next_from(b.n1.addr, b.o1.interval() * 3 + Duration::from_secs(1));
@@ -239,7 +264,7 @@ fn measure(
         let t_event = Instant::now();
         match event {
             Event::Crash => b.lab.crash(&d1)?,
-            Event::Sigterm => b.lab.terminate(&d1)?,
+            Event::Sigterm | Event::Handover => b.lab.terminate(&d1)?,
         }
         let limit = b.o2.master_down_interval() + Duration::from_secs(3);
         if prober.wait_answer("n2", t_event, limit).is_none() {
@@ -266,7 +291,7 @@ fn measure(
                 b.n1.flush_addr(b.lab.vip())?;
                 b.n1.link(true)?;
             }
-            Event::Sigterm => {
+            Event::Sigterm | Event::Handover => {
                 b.lab.stop(&d1, Duration::from_secs(5))?;
             }
         }

@@ -148,7 +148,7 @@ install_modules "$board_dir/modules-boot.list" "$initrd"
 log "root slot"
 rootfs=$work/rootfs
 rm -rf "$rootfs"
-mkdir -p "$rootfs"/{bin,sbin,usr/bin,usr/sbin,lib,dev,proc,sys,run,tmp,boot,data,root,var,etc}
+mkdir -p "$rootfs"/{bin,sbin,usr/bin,usr/sbin,lib,dev,proc,sys,run,tmp,boot,data,root,var,etc,mnt}
 cp "$busybox" "$rootfs/bin/busybox"
 while read -r p; do
 	[ -e "$rootfs/$p" ] || ln -s /bin/busybox "$rootfs/$p"

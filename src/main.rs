@@ -340,7 +340,7 @@ fn status(json: bool, control: Option<PathBuf>, client: Option<std::net::Ipv4Add
     };
     match rt.block_on(status::request(&socket, &request)) {
         Ok(Response::Client(c)) => print_status(json, &c, status::render_client),
-        Ok(Response::Status(s)) => print_status(json, &s, status::render_table),
+        Ok(Response::Status(s)) => print_status(json, &*s, status::render_table),
         Ok(Response::Ok(text)) => {
             eprintln!(
                 "proxyha: {} answered {text:?} instead of a status; are proxyha and proxyha run the same version?",
@@ -382,7 +382,9 @@ fn update(command: UpdateCommand) -> ExitCode {
             let c = match Config::load(&config) {
                 Ok(c) => Some(c),
                 Err(e) => {
-                    eprintln!("proxyha: {e}; installing with the default state_dir and health timeout");
+                    eprintln!(
+                        "proxyha: {e}; installing with the default state_dir and health timeout"
+                    );
                     None
                 }
             };
@@ -399,9 +401,9 @@ fn update(command: UpdateCommand) -> ExitCode {
                     || PathBuf::from(config::DEFAULT_STATE_DIR),
                     |c| c.control.state_dir.clone(),
                 ),
-                timeout_s: c
-                    .as_ref()
-                    .map_or(config::DEFAULT_HEALTH_TIMEOUT_S, |c| c.update.health_timeout_s),
+                timeout_s: c.as_ref().map_or(config::DEFAULT_HEALTH_TIMEOUT_S, |c| {
+                    c.update.health_timeout_s
+                }),
             })
         }
         UpdateCommand::Status { json, config } => {
@@ -410,7 +412,10 @@ fn update(command: UpdateCommand) -> ExitCode {
                 || PathBuf::from(config::DEFAULT_STATE_DIR),
                 |c| c.control.state_dir.clone(),
             );
-            let socket = c.map_or_else(|| PathBuf::from(config::DEFAULT_SOCKET), |c| c.control.socket);
+            let socket = c.map_or_else(
+                || PathBuf::from(config::DEFAULT_SOCKET),
+                |c| c.control.socket,
+            );
             // During a trial, the supervisor says what is still missing.
             let missing = runtime().ok().and_then(|rt| {
                 match rt.block_on(status::request(&socket, &Request::Status)) {

@@ -412,7 +412,8 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Response {
-    Status(Status),
+    /// Boxed: the status document is far larger than the other answers.
+    Status(Box<Status>),
     Client(ClientStatus),
     Ok(String),
     Error(String),
@@ -655,11 +656,11 @@ mod tests {
     #[test]
     fn json_round_trip() {
         let status = sample();
-        let line = encode_line(&Response::Status(status.clone()));
+        let line = encode_line(&Response::Status(Box::new(status.clone())));
         assert_eq!(line.last(), Some(&b'\n'));
         assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
         let back: Response = decode_line(&line).unwrap_or(Response::Error("bad".into()));
-        assert_eq!(back, Response::Status(status));
+        assert_eq!(back, Response::Status(Box::new(status)));
     }
 
     #[test]
@@ -713,7 +714,7 @@ mod tests {
             encode_line(&Response::Error("no such command".into())),
             b"{\"error\":\"no such command\"}\n"
         );
-        let line = encode_line(&Response::Status(sample()));
+        let line = encode_line(&Response::Status(Box::new(sample())));
         assert!(line.starts_with(b"{\"status\":{\"name\":\"jupiter\""));
     }
 
@@ -835,7 +836,7 @@ mod tests {
             let line = read_line(&mut stream).await.ok()??;
             let req: Request = decode_line(&line).ok()?;
             let answer = match req {
-                Request::Status => Response::Status(sample()),
+                Request::Status => Response::Status(Box::new(sample())),
                 _ => Response::Error("unexpected".into()),
             };
             stream
@@ -846,7 +847,7 @@ mod tests {
             Some(req)
         });
         let response = request(&path, &Request::Status).await;
-        assert_eq!(response.ok(), Some(Response::Status(sample())));
+        assert_eq!(response.ok(), Some(Response::Status(Box::new(sample()))));
         assert_eq!(server.await.ok().flatten(), Some(Request::Status));
         let _ = std::fs::remove_file(&path);
     }

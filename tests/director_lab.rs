@@ -598,3 +598,73 @@ fn d_established_connections_to_surviving_nodes_live_through_a_director_crash() 
         "at least 49 of 50 connections must survive, {alive} did"
     );
 }
+
+#[test]
+fn g_a_planned_director_stop_hands_over_well_within_skew_time() {
+    let Some((g, _)) = equal_shares("handover", "direct") else {
+        return;
+    };
+    // A port that is not redirected: the VIP holder's own server answers, so the probe sees
+    // the director change itself.
+    for h in &g.nodes {
+        h.serve_name(lab::ECHO_PORT)
+            .expect("starting the name server");
+    }
+    let target = SocketAddrV4::new(g.lab.vip(), lab::ECHO_PORT);
+    let prober = lab::Prober::start(&g.client, target).expect("starting the probe");
+    assert!(
+        prober
+            .wait_answer("n1", Instant::now(), Duration::from_secs(5))
+            .is_some(),
+        "the probe reaches n1 through the VIP"
+    );
+    let t = Instant::now();
+    g.lab.terminate(&g.daemons[0]).expect("SIGTERM to n1");
+    let answered = prober.wait_answer("n2", t, Duration::from_secs(5));
+    let exited = g.lab.wait_exit(g.daemons[0].pid, Duration::from_secs(5));
+    let gap = lab::gap(&prober.samples(), t, "n2");
+    let log1 = std::fs::read_to_string(&g.daemons[0].log).unwrap_or_default();
+    let log2 = std::fs::read_to_string(&g.daemons[1].log).unwrap_or_default();
+    if answered.is_none() || gap.is_none() || !log1.contains("handed over") {
+        g.lab.dump_logs(40);
+    }
+    assert!(
+        answered.is_some(),
+        "n2 answers through the VIP after n1's SIGTERM"
+    );
+    assert!(exited.is_some(), "n1 exits after handing over");
+    let gap = gap.expect("a gap around the stop");
+    let skew = VrrpOpts::new(89, 1000).skew_time();
+    println!(
+        "[handover] planned stop of the director (SIGTERM, 1 s adverts): client gap {} ms (the RFC path \
+         waits Skew(89) = {} ms); n2 first answered {} ms after the signal",
+        gap.gap.as_millis(),
+        skew.as_millis(),
+        gap.since_event.as_millis()
+    );
+    assert!(
+        log1.contains("handing over: adverts stopped")
+            && log1.contains("handed over: leaving without a priority-0 advert"),
+        "n1 handed over instead of the RFC path:\n{log1}"
+    );
+    assert!(
+        !log1.contains("sent 0 priority"),
+        "no priority-0 advert after a handover"
+    );
+    assert!(
+        log2.contains("hands over: taking over now"),
+        "n2 was asked to take over:\n{log2}"
+    );
+    assert!(
+        gap.gap < skew,
+        "a handover must beat the RFC path: gap {:?} >= Skew_Time {skew:?}",
+        gap.gap
+    );
+    // Every client is served again, by n2 and n3.
+    let answers = g.round(&g.sources, Duration::from_millis(500));
+    let failed = answers
+        .iter()
+        .filter(|a| !matches!(a, Ok((n, _)) if n != "n1"))
+        .count();
+    assert_eq!(failed, 0, "every client served by n2/n3 after the handover");
+}

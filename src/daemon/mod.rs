@@ -36,6 +36,10 @@ const GARP_BURST: usize = 5;
 /// Longest a new director waits for its data path before taking the VIP anyway (see
 /// `Shell::takeover`); an apply takes tens of milliseconds.
 const TAKEOVER_WAIT: Duration = Duration::from_millis(1000);
+/// Planned stop: longest wait for the kernel's pins before naming the successor, and for the
+/// successor's `Done` (its data path, VIP and ARPs) before leaving the RFC way.
+const HANDOVER_SYNC_WAIT: Duration = Duration::from_millis(300);
+const HANDOVER_WAIT: Duration = Duration::from_millis(1500);
 
 /// Why the supervisor could not start or keep running.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +82,33 @@ struct Shell {
     bond: Option<crate::network::BondStatus>,
     /// A trial boot of a freshly installed version, until it is healthy and marked good.
     trial: Option<(crate::update::boot::Trial, crate::update::health::Health)>,
+    /// A planned stop handing the director role over (see `director::cluster::handover`).
+    leave: Option<Leave>,
+    /// The successor confirmed: leave without a priority-0 advert.
+    handed_over: bool,
+    /// Leave the select loop after this iteration (a handover ended, or has no successor).
+    exit: bool,
+}
+
+/// Where a leaving director's handover stands.
+#[derive(Debug, Clone, Copy)]
+enum Leave {
+    /// Waiting for the worker's read of the kernel's pins, so the last announcement is fresh.
+    Syncing { deadline: Instant },
+    /// The successor is named; waiting for its `Done`.
+    Waiting {
+        successor: Ipv4Addr,
+        since: Instant,
+        deadline: Instant,
+    },
+}
+
+impl Leave {
+    fn deadline(&self) -> Instant {
+        match *self {
+            Leave::Syncing { deadline } | Leave::Waiting { deadline, .. } => deadline,
+        }
+    }
 }
 
 /// The membership core and its I/O: protocol-253 socket, load sampler, data-path worker.
@@ -181,6 +212,9 @@ pub async fn run(
         done_tx,
         bond,
         trial: None,
+        leave: None,
+        handed_over: false,
+        exit: false,
     };
     log::info!(
         "proxyha {} starting on {ifname} ({primary}), VRID {}, priority {}, VIP {vip}, link {}",
@@ -213,6 +247,7 @@ pub async fn run(
     shell.drive_cluster(&router);
 
     tokio::pin!(shutdown);
+    let mut stopping = false;
     let mut buf = vec![0u8; 65_536];
     let mut mbuf = vec![0u8; 65_536];
     loop {
@@ -228,7 +263,23 @@ pub async fn run(
         tokio::select! {
             // Shutdown first: a stop request must not wait behind a packet flood.
             biased;
-            () = &mut shutdown => break,
+            () = &mut shutdown, if !stopping => {
+                stopping = true;
+                if !shell.begin_leave(&router) {
+                    break;
+                }
+            }
+            () = sleep_until(shell.leave.map(|l| l.deadline())) => match shell.leave {
+                Some(Leave::Syncing { .. }) => shell.ask_successor(&mut router),
+                Some(Leave::Waiting { successor, .. }) => {
+                    log::warn!(
+                        "handover: no confirmation from {successor} within {} ms; leaving the RFC way (priority 0)",
+                        HANDOVER_WAIT.as_millis()
+                    );
+                    break;
+                }
+                None => break,
+            },
             received = shell.vrrp.recv(&mut buf) => {
                 match received {
                     Ok(n) => {
@@ -314,6 +365,9 @@ pub async fn run(
                     if let Some(lb) = shell.lb.as_mut() {
                         lb.cluster.set_pins(&p);
                     }
+                    if matches!(shell.leave, Some(Leave::Syncing { .. })) {
+                        shell.ask_successor(&mut router);
+                    }
                 }
             },
             event = link_events.next() => match event {
@@ -338,7 +392,7 @@ pub async fn run(
             },
             Some((request, reply)) = requests.recv() => {
                 let response = match request {
-                    Request::Status => Response::Status(shell.status(&router)),
+                    Request::Status => Response::Status(Box::new(shell.status(&router))),
                     Request::Client { ip } => match &shell.lb {
                         Some(lb) => Response::Client(lb.cluster.client(Instant::now(), ip)),
                         None => Response::Error(
@@ -364,11 +418,22 @@ pub async fn run(
         }
         shell.execute(&mut router).await;
         shell.drive_cluster(&router);
+        if shell.handover_signals(&mut router) {
+            shell.execute(&mut router).await;
+            shell.drive_cluster(&router);
+        }
         shell.check_trial(&router, &layout).await;
+        if shell.exit {
+            break;
+        }
     }
 
     log::info!("stopping on signal");
-    router.handle_shutdown(Instant::now());
+    if shell.handed_over {
+        router.handle_handed_over(Instant::now());
+    } else {
+        router.handle_shutdown(Instant::now());
+    }
     shell.execute(&mut router).await;
     // Belt and braces: whatever state we were in, never leave the VIP behind.
     if let Err(e) = netlink::remove_vip(&shell.handle, &shell.link, vip).await {
@@ -632,12 +697,88 @@ impl Shell {
         }
     }
 
-    /// The director data path is in (or the wait is over): VIP, then gratuitous ARPs.
+    /// The director data path is in (or the wait is over): VIP, then gratuitous ARPs; a
+    /// successor in a planned handover then tells the old director it may leave.
     async fn complete_takeover(&mut self) {
         if self.takeover.take().is_some() {
             self.take_vip().await;
             self.send_garp();
+            if let Some(lb) = self.lb.as_mut() {
+                lb.cluster.handover_complete();
+            }
         }
+    }
+
+    /// SIGTERM on a director with load sharing: start a planned handover (fresh pins first).
+    /// False: nothing to hand over, stop at once the RFC way.
+    fn begin_leave(&mut self, router: &Router) -> bool {
+        let Some(lb) = self.lb.as_mut() else {
+            return false;
+        };
+        if router.state() != State::Master || !lb.cluster.is_director() {
+            return false;
+        }
+        let now = Instant::now();
+        if lb.cluster.successor(now).is_none() {
+            log::info!(
+                "handover: no candidate reports a priority; leaving the RFC way (priority 0)"
+            );
+            return false;
+        }
+        lb.worker.pinned();
+        self.leave = Some(Leave::Syncing {
+            deadline: now + HANDOVER_SYNC_WAIT,
+        });
+        true
+    }
+
+    /// The pins are fresh (or the wait is over): announce them all and name the successor.
+    fn ask_successor(&mut self, router: &mut Router) {
+        let now = Instant::now();
+        let successor = self
+            .lb
+            .as_mut()
+            .and_then(|lb| lb.cluster.begin_handover(now));
+        match successor {
+            Some(successor) => {
+                log::info!("handover: asking {successor} to take over as director");
+                router.handle_handover_begin();
+                self.leave = Some(Leave::Waiting {
+                    successor,
+                    since: now,
+                    deadline: now + HANDOVER_WAIT,
+                });
+            }
+            None => {
+                log::info!("handover: no live successor; leaving the RFC way (priority 0)");
+                self.leave = None;
+                self.exit = true;
+            }
+        }
+    }
+
+    /// Handover signals from the membership core. True when the VRRP core has new actions.
+    fn handover_signals(&mut self, router: &mut Router) -> bool {
+        let mut acted = false;
+        while let Some(sig) = self.lb.as_mut().and_then(|lb| lb.cluster.poll_handover()) {
+            match sig {
+                crate::director::cluster::HandoverSignal::TakeOver { from } => {
+                    router.handle_takeover_request(Instant::now(), from);
+                    acted = true;
+                }
+                crate::director::cluster::HandoverSignal::Left { successor } => {
+                    if let Some(Leave::Waiting { since, .. }) = self.leave {
+                        log::info!(
+                            "handover: {successor} holds the VIP after {} ms; leaving",
+                            since.elapsed().as_millis()
+                        );
+                        self.handed_over = true;
+                        self.exit = true;
+                    }
+                }
+            }
+        }
+        acted
     }
 
     fn send_garp(&self) {
@@ -706,9 +847,11 @@ impl Shell {
         let layout = layout.clone();
         let running = crate::update::VERSION;
         let started = self.started;
-        let r = tokio::task::spawn_blocking(move || crate::update::boot::commit(&layout, &trial, running))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
+        let r = tokio::task::spawn_blocking(move || {
+            crate::update::boot::commit(&layout, &trial, running)
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
         match r {
             Ok(()) => {
                 log::info!(

@@ -21,6 +21,8 @@
 //! member silent for [`FAIL_PERIODS`] periods is dropped at that exact deadline (not at the
 //! next tick), so its clients move within 3 periods plus the time to load the table.
 
+mod handover;
+pub use handover::{Signal as HandoverSignal, State as HandoverState};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -244,6 +246,10 @@ pub struct Cluster {
     /// Maintenance (`proxyha drain`): our reports say draining, so the director gives us no
     /// new clients while our pinned clients finish.
     draining: bool,
+    /// Director: candidates' VRRP priorities and when each last said so (handover).
+    candidates: BTreeMap<Ipv4Addr, (u8, Instant)>,
+    handover: handover::State,
+    handover_signals: VecDeque<handover::Signal>,
 }
 
 impl Cluster {
@@ -280,6 +286,10 @@ impl Cluster {
                 "discard_auth",
                 "discard_not_director",
                 "config_mismatch",
+                "tx_handover",
+                "rx_handover_request",
+                "rx_handover_done",
+                "discard_handover",
             ]
             .into_iter()
             .map(|k| (k, 0))
@@ -292,6 +302,9 @@ impl Cluster {
             replica_of: None,
             preload: Vec::new(),
             draining: false,
+            candidates: BTreeMap::new(),
+            handover: handover::State::Idle,
+            handover_signals: VecDeque::new(),
         }
     }
 
@@ -338,6 +351,12 @@ impl Cluster {
             return;
         }
         self.director_role = director;
+        self.candidates.clear();
+        // A handover ends with the role change, except on the successor, which still owes
+        // the old director its `Done` once the VIP is out.
+        if !(director && matches!(self.handover, handover::State::Taking { .. })) {
+            self.handover = handover::State::Idle;
+        }
         if director {
             self.epoch += 1;
             let previous = self.director;
@@ -588,6 +607,7 @@ impl Cluster {
         match membership::decode(payload, self.cfg.lb_id, self.cfg.auth_key.as_deref()) {
             Ok((_, Message::Report(r))) => self.handle_report(now, src, r),
             Ok((_, Message::Announcement(a))) => self.handle_announcement(now, src, a),
+            Ok((_, Message::Handover(h))) => self.handle_handover(now, src, h),
             Err(WireError::OtherGroup(_)) => self.count("discard_other_lb_id"),
             Err(WireError::BadMac | WireError::MissingMac | WireError::UnexpectedMac) => {
                 self.count("discard_auth")
@@ -854,6 +874,7 @@ impl Cluster {
                 payload,
             });
         }
+        self.send_candidacy(director);
     }
 
     /// The listener port `to` is not known to be down on this member (a provisional
@@ -883,6 +904,14 @@ impl Cluster {
     /// Active in announcements: takes new clients on some port.
     fn active(&self, report: &Report) -> bool {
         self.cfg.redirects.iter().any(|r| self.takes_new(report, r))
+    }
+
+    /// Every pin page at once (a leaving director's last word), not just this period's share.
+    fn announce_all(&mut self) {
+        let pages = self.pins.len().div_ceil(membership::MAX_ASSIGNMENTS).max(1);
+        for _ in 0..pages.div_ceil(PAGES_PER_PERIOD) {
+            self.announce();
+        }
     }
 
     fn announce(&mut self) {
@@ -1474,13 +1503,13 @@ impl Cluster {
 mod tests {
     use super::*;
 
-    const VIP: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 100);
+    pub(super) const VIP: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 100);
     const A: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
     const B: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 2);
     const C: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 3);
     const SEC: Duration = Duration::from_secs(1);
 
-    fn cfg(name: &str, addr: Ipv4Addr) -> ClusterConfig {
+    pub(super) fn cfg(name: &str, addr: Ipv4Addr) -> ClusterConfig {
         let mut c = ClusterConfig::new(
             name,
             addr,
@@ -1494,7 +1523,7 @@ mod tests {
         c
     }
 
-    fn load() -> LocalLoad {
+    pub(super) fn load() -> LocalLoad {
         LocalLoad {
             cpu: 0.1,
             cpu_count: 2,
@@ -1513,7 +1542,12 @@ mod tests {
 
     /// A tiny LAN: delivers every transmit (broadcast to all others, unicast to its
     /// address) and runs every node's timer up to `until` in 100 ms steps.
-    fn run(nodes: &mut [Cluster], alive: &[bool], from: Instant, until: Instant) -> Vec<Event> {
+    pub(super) fn run(
+        nodes: &mut [Cluster],
+        alive: &[bool],
+        from: Instant,
+        until: Instant,
+    ) -> Vec<Event> {
         let mut events = Vec::new();
         let mut now = from;
         while now <= until {

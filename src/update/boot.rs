@@ -19,7 +19,12 @@ pub struct Trial {
 
 /// Reads the boot state at start and acts on it: resets a committed slot's try counter,
 /// records and logs a rolled-back trial, or returns the trial this boot is.
-pub fn at_start(layout: &Layout, state_dir: &Path, running: &str, default_timeout_s: u32) -> Option<Trial> {
+pub fn at_start(
+    layout: &Layout,
+    state_dir: &Path,
+    running: &str,
+    default_timeout_s: u32,
+) -> Option<Trial> {
     let booted = layout.booted()?;
     let env = match layout.read_env() {
         Ok(env) => env,

@@ -16,7 +16,7 @@ use std::rc::Rc;
 use sha2::{Digest, Sha256};
 
 use super::keyring::{Keyring, SignatureError};
-use super::manifest::{self, Image, Manifest, MANIFEST_NAME, MAX_MANIFEST, SIGNATURE_NAME};
+use super::manifest::{self, Image, MANIFEST_NAME, MAX_MANIFEST, Manifest, SIGNATURE_NAME};
 
 /// What the caller does with a bundle as it is read.
 pub trait Sink {
@@ -37,7 +37,9 @@ pub struct VerifyOnly {
 impl Sink for VerifyOnly {
     fn manifest(&mut self, m: &Manifest, _: &str) -> Result<(), String> {
         match &self.board {
-            Some(b) if *b != m.compatible => Err(format!("for board {}, this is {b}", m.compatible)),
+            Some(b) if *b != m.compatible => {
+                Err(format!("for board {}, this is {b}", m.compatible))
+            }
             _ => Ok(()),
         }
     }
@@ -105,7 +107,11 @@ impl<R: Read> Read for Counting<R> {
 }
 
 /// Reads and verifies a whole bundle, feeding `sink`.
-pub fn read<R: Read>(input: R, keys: &Keyring, sink: &mut impl Sink) -> Result<Verified, BundleError> {
+pub fn read<R: Read>(
+    input: R,
+    keys: &Keyring,
+    sink: &mut impl Sink,
+) -> Result<Verified, BundleError> {
     let count = Rc::new(Cell::new(0u64));
     let eof = Rc::new(Cell::new(false));
     let reader = Counting {
@@ -131,39 +137,43 @@ pub fn read<R: Read>(input: R, keys: &Keyring, sink: &mut impl Sink) -> Result<V
         .entries()
         .map_err(|e| tar_error(e, "reading the first tar header"))?;
 
-    let mut next_member = |what: &str| -> Result<Option<(String, u64, tar::Entry<'_, _>)>, BundleError> {
-        match entries.next() {
-            None => Ok(None),
-            Some(Err(e)) => Err(tar_error(e, what)),
-            Some(Ok(entry)) => {
-                let name = entry
-                    .path()
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let kind = entry.header().entry_type();
-                if !kind.is_file() {
-                    return Err(BundleError::Format(format!(
-                        "member {name} is not a regular file"
-                    )));
+    let mut next_member =
+        |what: &str| -> Result<Option<(String, u64, tar::Entry<'_, _>)>, BundleError> {
+            match entries.next() {
+                None => Ok(None),
+                Some(Err(e)) => Err(tar_error(e, what)),
+                Some(Ok(entry)) => {
+                    let name = entry
+                        .path()
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let kind = entry.header().entry_type();
+                    if !kind.is_file() {
+                        return Err(BundleError::Format(format!(
+                            "member {name} is not a regular file"
+                        )));
+                    }
+                    let size = entry.header().size().map_err(|e| tar_error(e, what))?;
+                    Ok(Some((name, size, entry)))
                 }
-                let size = entry.header().size().map_err(|e| tar_error(e, what))?;
-                Ok(Some((name, size, entry)))
             }
-        }
-    };
-    let small = |mut entry: tar::Entry<'_, _>, name: &str, size: u64| -> Result<Vec<u8>, BundleError> {
-        if size > MAX_MANIFEST {
-            return Err(BundleError::Format(format!("{name} is {size} bytes, too large")));
-        }
-        let mut buf = Vec::with_capacity(size as usize);
-        entry
-            .read_to_end(&mut buf)
-            .map_err(|e| tar_error(e, &format!("reading {name}")))?;
-        if (buf.len() as u64) < size {
-            return Err(truncated(&format!("inside {name}")));
-        }
-        Ok(buf)
-    };
+        };
+    let small =
+        |mut entry: tar::Entry<'_, _>, name: &str, size: u64| -> Result<Vec<u8>, BundleError> {
+            if size > MAX_MANIFEST {
+                return Err(BundleError::Format(format!(
+                    "{name} is {size} bytes, too large"
+                )));
+            }
+            let mut buf = Vec::with_capacity(size as usize);
+            entry
+                .read_to_end(&mut buf)
+                .map_err(|e| tar_error(e, &format!("reading {name}")))?;
+            if (buf.len() as u64) < size {
+                return Err(truncated(&format!("inside {name}")));
+            }
+            Ok(buf)
+        };
 
     let (name, size, entry) = next_member("reading the manifest")?
         .ok_or_else(|| truncated("no manifest (the bundle is empty)"))?;
@@ -182,7 +192,8 @@ pub fn read<R: Read>(input: R, keys: &Keyring, sink: &mut impl Sink) -> Result<V
     let sig = String::from_utf8(sig).map_err(|_| SignatureError::Malformed)?;
     let key = keys.verify(&manifest_bytes, &sig)?.to_string();
     let manifest = Manifest::parse(&manifest_bytes).map_err(BundleError::Manifest)?;
-    sink.manifest(&manifest, &key).map_err(BundleError::Refused)?;
+    sink.manifest(&manifest, &key)
+        .map_err(BundleError::Refused)?;
 
     let mut buf = vec![0u8; 256 * 1024];
     for image in &manifest.images {
@@ -227,7 +238,6 @@ pub fn read<R: Read>(input: R, keys: &Keyring, sink: &mut impl Sink) -> Result<V
             "member {name} after the last image is not in the manifest"
         )));
     }
-    drop(entries);
     Ok(Verified {
         manifest,
         key,
@@ -348,7 +358,10 @@ pub(crate) mod tests {
         b[at] ^= 0x01;
         let mut r = Record::default();
         let e = read(b.as_slice(), &k, &mut r).unwrap_err();
-        assert_eq!(e.to_string(), "image rootfs.squashfs: sha256 mismatch (the bundle was changed after signing)");
+        assert_eq!(
+            e.to_string(),
+            "image rootfs.squashfs: sha256 mismatch (the bundle was changed after signing)"
+        );
         assert!(r.verified.is_empty());
     }
 
@@ -359,7 +372,10 @@ pub(crate) mod tests {
         for cut in [0usize, 100, 512, 2000, 3000, 200_000, b.len() - 1100] {
             let e = read(&b[..cut], &k, &mut Record::default()).unwrap_err();
             let text = e.to_string();
-            assert!(matches!(e, BundleError::Truncated { .. }), "cut {cut}: {text}");
+            assert!(
+                matches!(e, BundleError::Truncated { .. }),
+                "cut {cut}: {text}"
+            );
             assert!(text.starts_with("truncated at byte "), "{text}");
         }
     }
@@ -375,7 +391,10 @@ pub(crate) mod tests {
         unsigned.extend(body.iter().copied());
         let mut r = Record::default();
         let e = read(tar_of(&unsigned).as_slice(), &k1, &mut r).unwrap_err();
-        assert_eq!(e.to_string(), "unsigned: the second member is rootfs.squashfs, want manifest.toml.minisig");
+        assert_eq!(
+            e.to_string(),
+            "unsigned: the second member is rootfs.squashfs, want manifest.toml.minisig"
+        );
         assert!(r.bytes.is_empty());
 
         let mut r = Record::default();
@@ -383,8 +402,13 @@ pub(crate) mod tests {
         assert!(e.to_string().starts_with("signed by an unknown key"), "{e}");
         assert!(r.bytes.is_empty());
 
-        let changed = String::from_utf8(MANIFEST.to_vec()).unwrap().replace("0.2.0", "9.2.0");
-        let mut members = vec![(MANIFEST_NAME, changed.as_bytes()), (SIGNATURE_NAME, MANIFEST_SIG)];
+        let changed = String::from_utf8(MANIFEST.to_vec())
+            .unwrap()
+            .replace("0.2.0", "9.2.0");
+        let mut members = vec![
+            (MANIFEST_NAME, changed.as_bytes()),
+            (SIGNATURE_NAME, MANIFEST_SIG),
+        ];
         members.extend(body.iter().copied());
         let mut r = Record::default();
         let e = read(tar_of(&members).as_slice(), &k1, &mut r).unwrap_err();
@@ -400,7 +424,10 @@ pub(crate) mod tests {
             ..Record::default()
         };
         let e = read(good_bundle().as_slice(), &k, &mut r).unwrap_err();
-        assert_eq!(e.to_string(), "for board other-board, this is generic-x86-64");
+        assert_eq!(
+            e.to_string(),
+            "for board other-board, this is generic-x86-64"
+        );
         assert!(r.bytes.is_empty());
     }
 
@@ -408,19 +435,36 @@ pub(crate) mod tests {
     fn members_out_of_order_or_extra_are_format_errors() {
         let (_d, k) = ring(&[K1_PUB]);
         let imgs = images();
-        let mut m: Vec<(&str, &[u8])> = vec![(MANIFEST_NAME, MANIFEST), (SIGNATURE_NAME, MANIFEST_SIG)];
+        let mut m: Vec<(&str, &[u8])> =
+            vec![(MANIFEST_NAME, MANIFEST), (SIGNATURE_NAME, MANIFEST_SIG)];
         m.extend(imgs.iter().rev().map(|(n, d)| (*n, d.as_slice())));
         let e = read(tar_of(&m).as_slice(), &k, &mut Record::default()).unwrap_err();
-        assert!(e.to_string().contains("member initrd.img where the manifest lists image rootfs.squashfs next"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("member initrd.img where the manifest lists image rootfs.squashfs next"),
+            "{e}"
+        );
 
-        let mut m: Vec<(&str, &[u8])> = vec![(MANIFEST_NAME, MANIFEST), (SIGNATURE_NAME, MANIFEST_SIG)];
+        let mut m: Vec<(&str, &[u8])> =
+            vec![(MANIFEST_NAME, MANIFEST), (SIGNATURE_NAME, MANIFEST_SIG)];
         m.extend(imgs.iter().map(|(n, d)| (*n, d.as_slice())));
         m.push(("extra", b"x"));
         let e = read(tar_of(&m).as_slice(), &k, &mut Record::default()).unwrap_err();
-        assert!(e.to_string().contains("member extra after the last image"), "{e}");
+        assert!(
+            e.to_string().contains("member extra after the last image"),
+            "{e}"
+        );
 
-        let e = read(&b"this is not a tar file at all"[..], &k, &mut Record::default()).unwrap_err();
-        assert!(matches!(e, BundleError::Truncated { .. } | BundleError::Format(_)), "{e}");
+        let e = read(
+            &b"this is not a tar file at all"[..],
+            &k,
+            &mut Record::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, BundleError::Truncated { .. } | BundleError::Format(_)),
+            "{e}"
+        );
         let garbage: Vec<u8> = (0..4096u32).map(|i| (i * 131 % 256) as u8).collect();
         assert!(read(garbage.as_slice(), &k, &mut Record::default()).is_err());
     }

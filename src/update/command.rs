@@ -115,8 +115,15 @@ pub fn install(a: &InstallArgs) -> u8 {
     match install::install(&ctx, source) {
         Ok(done) => {
             if a.reboot {
-                println!("update: rebooting into slot {} ({})", done.slot, done.version);
-                log::info!("update: rebooting into slot {} ({})", done.slot, done.version);
+                println!(
+                    "update: rebooting into slot {} ({})",
+                    done.slot, done.version
+                );
+                log::info!(
+                    "update: rebooting into slot {} ({})",
+                    done.slot,
+                    done.version
+                );
                 match std::process::Command::new("reboot").status() {
                     Ok(s) if s.success() => {}
                     Ok(s) => {
@@ -142,7 +149,10 @@ pub fn install(a: &InstallArgs) -> u8 {
 }
 
 /// The update status, or why there is none.
-pub fn status_doc(state_dir: &Path, missing: Option<Vec<String>>) -> Result<report::UpdateStatus, String> {
+pub fn status_doc(
+    state_dir: &Path,
+    missing: Option<Vec<String>>,
+) -> Result<report::UpdateStatus, String> {
     let layout = Layout::system();
     let booted = layout
         .booted()
@@ -155,7 +165,13 @@ pub fn status_doc(state_dir: &Path, missing: Option<Vec<String>>) -> Result<repo
         }
     };
     let record = store::load(state_dir)?;
-    Ok(report::build(&env, booted, super::VERSION, &record, missing))
+    Ok(report::build(
+        &env,
+        booted,
+        super::VERSION,
+        &record,
+        missing,
+    ))
 }
 
 /// `proxyha update mark-good` / `mark-bad` on the booted slot.

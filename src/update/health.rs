@@ -92,7 +92,8 @@ impl Health {
 
     /// When VRRP alone will have run long enough (for a timer), if it runs now.
     pub fn vrrp_ready_at(&self) -> Option<Instant> {
-        self.vrrp_ok_since.map(|t| t + self.interval * VRRP_INTERVALS)
+        self.vrrp_ok_since
+            .map(|t| t + self.interval * VRRP_INTERVALS)
     }
 }
 

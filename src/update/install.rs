@@ -58,7 +58,11 @@ pub fn board(layout: &Layout) -> Result<String, String> {
 
 fn layout_path(layout: &Layout, p: &str) -> PathBuf {
     // The ESP lives at <root>/boot, so <root> is its parent.
-    layout.esp().parent().unwrap_or(Path::new("/")).join(p.trim_start_matches('/'))
+    layout
+        .esp()
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .join(p.trim_start_matches('/'))
 }
 
 /// The refusals that need only the manifest and this machine's facts (no I/O).
@@ -117,7 +121,14 @@ struct Check<'c> {
 impl Sink for Check<'_> {
     fn manifest(&mut self, m: &Manifest, _key: &str) -> Result<(), String> {
         let c = self.ctx;
-        check_manifest(m, self.board, c.running, self.record, c.allow_downgrade, c.force)?;
+        check_manifest(
+            m,
+            self.board,
+            c.running,
+            self.record,
+            c.allow_downgrade,
+            c.force,
+        )?;
         let root = m.image(Target::Root).map_or(0, |i| i.size);
         let cap = device_size(self.slot_dev)
             .map_err(|e| format!("slot device {}: {e}", self.slot_dev.display()))?;
@@ -199,8 +210,9 @@ impl Sink for Writer<'_> {
             self.open = Some((file, path, Sha256::new()));
         }
         if let Some((f, path, hash)) = self.open.as_mut() {
-            f.write_all(chunk)
-                .map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))?;
+            f.write_all(chunk).map_err(|e| {
+                io::Error::new(e.kind(), format!("writing {}: {e}", path.display()))
+            })?;
             hash.update(chunk);
         }
         self.progress.advance(chunk.len() as u64);
@@ -212,7 +224,9 @@ impl Sink for Writer<'_> {
             return Ok(());
         };
         self.progress.done();
-        let ctx = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()));
+        let ctx = |what: &str, e: io::Error| {
+            io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+        };
         f.sync_all().map_err(|e| ctx("fsync", e))?;
         // What we wrote must be what we hashed, and what the disk returns must be it too:
         // drop the cached pages so the read-back comes from the device.
@@ -257,7 +271,10 @@ fn read_back(p: &Path, len: u64) -> io::Result<[u8; 32]> {
         let want = buf.len().min(left as usize);
         let n = f.read(&mut buf[..want])?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "shorter than written"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "shorter than written",
+            ));
         }
         hash.update(&buf[..n]);
         left -= n as u64;
@@ -343,7 +360,8 @@ fn spool_stdin(dir: &Path) -> Result<Spool, String> {
     let p = dir.join(format!("proxyha-update-{}.spool", std::process::id()));
     let spool = Spool(p.clone());
     let mut f = File::create(&p).map_err(|e| format!("spooling stdin to {}: {e}", p.display()))?;
-    io::copy(&mut io::stdin().lock(), &mut f).map_err(|e| format!("spooling stdin to {}: {e}", p.display()))?;
+    io::copy(&mut io::stdin().lock(), &mut f)
+        .map_err(|e| format!("spooling stdin to {}: {e}", p.display()))?;
     f.sync_all().map_err(|e| format!("spooling stdin: {e}"))?;
     Ok(spool)
 }
@@ -395,7 +413,8 @@ pub fn install(ctx: &Context<'_>, source: Source) -> Result<Installed, String> {
         slot_dev: &slot_dev,
         esp: &esp,
     };
-    let v: Verified = bundle::read(io::BufReader::new(open()?), ctx.keys, &mut check).map_err(fail)?;
+    let v: Verified =
+        bundle::read(io::BufReader::new(open()?), ctx.keys, &mut check).map_err(fail)?;
     step(format!(
         "update: {} verified: version {} for {}, signed by {}, {} bytes",
         path.display(),
@@ -410,7 +429,10 @@ pub fn install(ctx: &Context<'_>, source: Source) -> Result<Installed, String> {
     if begun != env || recreated {
         layout.write_env(&begun)?;
     }
-    step(format!("update: slot {target} marked not bootable; writing it ({})", slot_dev.display()));
+    step(format!(
+        "update: slot {target} marked not bootable; writing it ({})",
+        slot_dev.display()
+    ));
 
     let mut writer = Writer {
         slot_dev: &slot_dev,
@@ -425,21 +447,35 @@ pub fn install(ctx: &Context<'_>, source: Source) -> Result<Installed, String> {
         for (staged, _) in &writer.staged {
             let _ = std::fs::remove_file(staged);
         }
-        return Err(format!("{e}; slot {target} stays not bootable, slot {booted} boots as before"));
+        return Err(format!(
+            "{e}; slot {target} stays not bootable, slot {booted} boots as before"
+        ));
     }
     step(format!(
         "update: root slot {target} written and read back ({} bytes, sha256 ok)",
         v.manifest.image(Target::Root).map_or(0, |i| i.size)
     ));
     for (staged, final_path) in &writer.staged {
-        std::fs::rename(staged, final_path)
-            .map_err(|e| format!("renaming {} to {}: {e}", staged.display(), final_path.display()))?;
+        std::fs::rename(staged, final_path).map_err(|e| {
+            format!(
+                "renaming {} to {}: {e}",
+                staged.display(),
+                final_path.display()
+            )
+        })?;
     }
-    let dir = layout.kernel(target).parent().map(Path::to_path_buf).unwrap_or_default();
+    let dir = layout
+        .kernel(target)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     File::open(&dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| format!("fsync {}: {e}", dir.display()))?;
-    step(format!("update: kernel and initramfs of slot {target} written to {}", dir.display()));
+    step(format!(
+        "update: kernel and initramfs of slot {target} written to {}",
+        dir.display()
+    ));
 
     let _ = std::fs::remove_file(store::trial_log(ctx.state_dir));
     let done = slots::install_commit(&begun, target, v.manifest.version.as_str(), ctx.timeout_s)
@@ -483,13 +519,19 @@ mod tests {
     fn refusals_name_the_rule_and_the_way_out() {
         let m = manifest();
         let none = store::Record::default();
-        assert_eq!(check_manifest(&m, "generic-x86-64", "0.1.0", &none, false, false), Ok(()));
+        assert_eq!(
+            check_manifest(&m, "generic-x86-64", "0.1.0", &none, false, false),
+            Ok(())
+        );
         assert_eq!(
             check_manifest(&m, "rpi4", "0.1.0", &none, false, false).unwrap_err(),
             "for board generic-x86-64, this is rpi4"
         );
         let e = check_manifest(&m, "generic-x86-64", "0.2.0", &none, false, false).unwrap_err();
-        assert!(e.contains("not newer than the running 0.2.0; --allow-downgrade"), "{e}");
+        assert!(
+            e.contains("not newer than the running 0.2.0; --allow-downgrade"),
+            "{e}"
+        );
         assert!(check_manifest(&m, "generic-x86-64", "0.3.0", &none, true, false).is_ok());
         let failed = store::Record {
             failed: vec![store::Failure {
@@ -502,7 +544,10 @@ mod tests {
             }],
         };
         let e = check_manifest(&m, "generic-x86-64", "0.1.0", &failed, false, false).unwrap_err();
-        assert!(e.contains("failed its health check here before") && e.contains("--force"), "{e}");
+        assert!(
+            e.contains("failed its health check here before") && e.contains("--force"),
+            "{e}"
+        );
         assert!(check_manifest(&m, "generic-x86-64", "0.1.0", &failed, false, true).is_ok());
     }
 }

@@ -131,7 +131,9 @@ pub(crate) mod tests {
         data[0] ^= 1;
         assert_eq!(
             k.verify(&data, MESSAGE_SIG_K1),
-            Err(SignatureError::Bad { key: "k1.pub".into() })
+            Err(SignatureError::Bad {
+                key: "k1.pub".into()
+            })
         );
     }
 
@@ -139,7 +141,10 @@ pub(crate) mod tests {
     fn another_key_is_unknown() {
         let (_d, k) = ring(&[("k2.pub", K2_PUB)]);
         let e = k.verify(MESSAGE, MESSAGE_SIG_K1).unwrap_err();
-        assert!(matches!(e, SignatureError::UnknownKey { count: 1, .. }), "{e}");
+        assert!(
+            matches!(e, SignatureError::UnknownKey { count: 1, .. }),
+            "{e}"
+        );
         assert!(e.to_string().starts_with("signed by an unknown key"));
     }
 
@@ -149,9 +154,19 @@ pub(crate) mod tests {
         assert_eq!(k.verify(MESSAGE, "hello"), Err(SignatureError::Malformed));
         let d = tempdir::Dir::new();
         std::fs::write(d.path().join("x.pub"), "not a key\n").unwrap();
-        assert!(Keyring::load(d.path()).err().unwrap().contains("x.pub is not a minisign public key"));
+        assert!(
+            Keyring::load(d.path())
+                .err()
+                .unwrap()
+                .contains("x.pub is not a minisign public key")
+        );
         let empty = tempdir::Dir::new();
-        assert!(Keyring::load(empty.path()).err().unwrap().contains("holds no *.pub key"));
+        assert!(
+            Keyring::load(empty.path())
+                .err()
+                .unwrap()
+                .contains("holds no *.pub key")
+        );
     }
 
     /// A scratch directory removed on drop (tests only; no new dependency for it).

@@ -69,7 +69,8 @@ impl Layout {
     pub fn slot_device(&self, s: Slot) -> Result<PathBuf, String> {
         let want = format!("PARTNAME=root{s}");
         let dir = self.path("/sys/class/block");
-        let entries = std::fs::read_dir(&dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
         for e in entries.flatten() {
             let Ok(text) = std::fs::read_to_string(e.path().join("uevent")) else {
                 continue;

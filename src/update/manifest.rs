@@ -118,7 +118,10 @@ impl Manifest {
                 || i.name == MANIFEST_NAME
                 || i.name == SIGNATURE_NAME
             {
-                return Err(format!("manifest: image name \"{}\" is not allowed", i.name));
+                return Err(format!(
+                    "manifest: image name \"{}\" is not allowed",
+                    i.name
+                ));
             }
             if images.iter().any(|o: &Image| o.name == i.name) {
                 return Err(format!("manifest: image \"{}\" is listed twice", i.name));
@@ -129,8 +132,9 @@ impl Manifest {
             if i.size == 0 {
                 return Err(format!("manifest: image {} has size 0", i.name));
             }
-            let sha256 = parse_hex32(&i.sha256)
-                .ok_or_else(|| format!("manifest: image {}: sha256 is not 64 hex digits", i.name))?;
+            let sha256 = parse_hex32(&i.sha256).ok_or_else(|| {
+                format!("manifest: image {}: sha256 is not 64 hex digits", i.name)
+            })?;
             images.push(Image {
                 name: i.name,
                 target: i.target,
@@ -211,25 +215,54 @@ sha256 = "ad7facb2586fc6e966c004d7d1d16b024f5805ff7cb47c7a85dabd8b48892ca7"
         assert_eq!(m.images.len(), 3);
         assert_eq!(m.image(Target::Root).unwrap().size, 4096);
         assert_eq!(m.payload_size(), 4116);
-        assert_eq!(hex(&m.images[0].sha256), &SAMPLE[SAMPLE.find("ad7f").unwrap()..][..64]);
+        assert_eq!(
+            hex(&m.images[0].sha256),
+            &SAMPLE[SAMPLE.find("ad7f").unwrap()..][..64]
+        );
     }
 
     #[test]
     fn refuses_what_it_cannot_install() {
         let cases = [
-            (SAMPLE.replace("format = 1", "format = 2"), "manifest format 2 is not supported"),
-            (SAMPLE.replace("target = \"kernel\"", "target = \"root\""), "two images for the root slot"),
-            (SAMPLE.replace("name = \"vmlinuz\"", "name = \"../vmlinuz\""), "not allowed"),
+            (
+                SAMPLE.replace("format = 1", "format = 2"),
+                "manifest format 2 is not supported",
+            ),
+            (
+                SAMPLE.replace("target = \"kernel\"", "target = \"root\""),
+                "two images for the root slot",
+            ),
+            (
+                SAMPLE.replace("name = \"vmlinuz\"", "name = \"../vmlinuz\""),
+                "not allowed",
+            ),
             (SAMPLE.replace("size = 10\n", "size = 0\n"), "has size 0"),
-            (SAMPLE.replace("version = \"0.2.0\"", "version = \"two\""), "version \"two\""),
-            (SAMPLE.replacen("ad7facb", "zz7facb", 1), "not 64 hex digits"),
+            (
+                SAMPLE.replace("version = \"0.2.0\"", "version = \"two\""),
+                "version \"two\"",
+            ),
+            (
+                SAMPLE.replacen("ad7facb", "zz7facb", 1),
+                "not 64 hex digits",
+            ),
             (SAMPLE.replace("compatible", "compatibel"), "manifest:"),
-            (SAMPLE.split("[[image]]").take(3).collect::<Vec<_>>().join("[[image]]"), "no image for the ESP initramfs"),
+            (
+                SAMPLE
+                    .split("[[image]]")
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join("[[image]]"),
+                "no image for the ESP initramfs",
+            ),
         ];
         for (text, want) in cases {
             let e = Manifest::parse(text.as_bytes()).unwrap_err();
             assert!(e.contains(want), "{e} lacks {want}");
         }
-        assert!(Manifest::parse(&[0xff, 0xfe]).unwrap_err().contains("UTF-8"));
+        assert!(
+            Manifest::parse(&[0xff, 0xfe])
+                .unwrap_err()
+                .contains("UTF-8")
+        );
     }
 }

@@ -80,7 +80,11 @@ pub fn build(
 pub fn render(s: &UpdateStatus) -> String {
     let mut out = String::new();
     let line = |out: &mut String, k: &str, v: String| out.push_str(&format!("{k:<16} {v}\n"));
-    line(&mut out, "booted", format!("slot {} ({})", s.booted, s.running_version));
+    line(
+        &mut out,
+        "booted",
+        format!("slot {} ({})", s.booted, s.running_version),
+    );
     for r in &s.slots {
         line(
             &mut out,
@@ -99,7 +103,11 @@ pub fn render(s: &UpdateStatus) -> String {
         match s.next_boot {
             Some(n) => format!(
                 "slot {n}{}",
-                if s.reboot_pending { " (reboot pending)" } else { "" }
+                if s.reboot_pending {
+                    " (reboot pending)"
+                } else {
+                    ""
+                }
             ),
             None => "no bootable slot (GRUB will try slot A)".into(),
         },
@@ -107,8 +115,17 @@ pub fn render(s: &UpdateStatus) -> String {
     if let Some(t) = &s.trial {
         let v = t.version.as_deref().unwrap_or("?");
         if t.slot == s.booted {
-            let timeout = t.timeout_s.map_or(String::new(), |x| format!(", {x} s to become healthy"));
-            line(&mut out, "trial", format!("{v} in slot {}: boot {} of {}{timeout}", t.slot, t.try_n, t.tries));
+            let timeout = t
+                .timeout_s
+                .map_or(String::new(), |x| format!(", {x} s to become healthy"));
+            line(
+                &mut out,
+                "trial",
+                format!(
+                    "{v} in slot {}: boot {} of {}{timeout}",
+                    t.slot, t.try_n, t.tries
+                ),
+            );
             match &t.missing {
                 Some(m) if m.is_empty() => line(&mut out, "", "healthy: being marked good".into()),
                 Some(m) => {
@@ -116,10 +133,18 @@ pub fn render(s: &UpdateStatus) -> String {
                         line(&mut out, if i == 0 { "missing" } else { "" }, x.clone());
                     }
                 }
-                None => line(&mut out, "missing", "proxyha run is not running (no answer on its control socket)".into()),
+                None => line(
+                    &mut out,
+                    "missing",
+                    "proxyha run is not running (no answer on its control socket)".into(),
+                ),
             }
         } else {
-            line(&mut out, "trial", format!("{v} in slot {} boots next (reboot to apply)", t.slot));
+            line(
+                &mut out,
+                "trial",
+                format!("{v} in slot {} boots next (reboot to apply)", t.slot),
+            );
         }
     }
     match &s.last_failure {
@@ -127,7 +152,10 @@ pub fn render(s: &UpdateStatus) -> String {
             line(
                 &mut out,
                 "last failure",
-                format!("{} in slot {}: failed {} tries; back on {}", f.version, f.slot, f.tries, f.back_on),
+                format!(
+                    "{} in slot {}: failed {} tries; back on {}",
+                    f.version, f.slot, f.tries, f.back_on
+                ),
             );
             for r in &f.reasons {
                 line(&mut out, "", r.clone());

@@ -177,13 +177,22 @@ pub enum AtStart {
     /// A committed slot: write this block (its try counter reset, its version recorded).
     Commit(EnvBlock),
     /// This boot is a trial: mark it good once healthy, within `timeout_s`.
-    Trial { slot: Slot, try_n: u32, timeout_s: u32 },
+    Trial {
+        slot: Slot,
+        try_n: u32,
+        timeout_s: u32,
+    },
     /// We are back on a good slot after a trial failed: record it, write this block.
     RolledBack { failed: FailedTrial, env: EnvBlock },
 }
 
 /// Decides what the running slot's start means. `running` is this binary's version.
-pub fn at_start(env: &EnvBlock, booted: Slot, running: &str, default_timeout_s: u32) -> Result<AtStart, EnvError> {
+pub fn at_start(
+    env: &EnvBlock,
+    booted: Slot,
+    running: &str,
+    default_timeout_s: u32,
+) -> Result<AtStart, EnvError> {
     match trial(env) {
         Some(t) if t == booted => Ok(AtStart::Trial {
             slot: booted,
@@ -271,7 +280,12 @@ pub fn install_begin(env: &EnvBlock, target: Slot) -> Result<EnvBlock, EnvError>
 }
 
 /// Install, last write (one write of the whole block): the target boots next, as a trial.
-pub fn install_commit(env: &EnvBlock, target: Slot, version: &str, timeout_s: u32) -> Result<EnvBlock, EnvError> {
+pub fn install_commit(
+    env: &EnvBlock,
+    target: Slot,
+    version: &str,
+    timeout_s: u32,
+) -> Result<EnvBlock, EnvError> {
     let mut new = env.clone();
     set(&mut new, "ORDER", &format!("{target} {}", target.other()))?;
     set(&mut new, &target.key("OK"), "1")?;
@@ -340,7 +354,10 @@ mod tests {
             panic!()
         };
         assert_eq!(new, fresh());
-        assert_eq!(at_start(&fresh(), Slot::A, "0.1.0", 300).unwrap(), AtStart::Nothing);
+        assert_eq!(
+            at_start(&fresh(), Slot::A, "0.1.0", 300).unwrap(),
+            AtStart::Nothing
+        );
     }
 
     #[test]
@@ -348,16 +365,28 @@ mod tests {
         let env = fresh();
         assert_eq!(may_install(&env, Slot::A), Ok(Slot::B));
         let begun = install_begin(&env, Slot::B).unwrap();
-        assert_eq!(next_boot(&begun), Some(Slot::A), "a power loss while writing boots A");
+        assert_eq!(
+            next_boot(&begun),
+            Some(Slot::A),
+            "a power loss while writing boots A"
+        );
         let mut env = install_commit(&begun, Slot::B, "0.2.0", 60).unwrap();
         assert_eq!(state(&env, Slot::B), SlotState::Trying(0));
         assert_eq!(next_boot(&env), Some(Slot::B));
         assert_eq!(grub_boots(&mut env), Some(Slot::B));
         assert_eq!(
             at_start(&env, Slot::B, "0.2.0", 300).unwrap(),
-            AtStart::Trial { slot: Slot::B, try_n: 1, timeout_s: 60 }
+            AtStart::Trial {
+                slot: Slot::B,
+                try_n: 1,
+                timeout_s: 60
+            }
         );
-        assert!(may_install(&env, Slot::B).unwrap_err().contains("not yet marked good"));
+        assert!(
+            may_install(&env, Slot::B)
+                .unwrap_err()
+                .contains("not yet marked good")
+        );
         let env = mark_good(&env, Slot::B, "0.2.0").unwrap();
         assert_eq!(state(&env, Slot::B), SlotState::Good);
         assert_eq!(state(&env, Slot::A), SlotState::Good, "A is the fallback");
@@ -367,28 +396,54 @@ mod tests {
 
     #[test]
     fn three_failed_trial_boots_roll_back_and_are_recorded() {
-        let mut env = install_commit(&install_begin(&fresh(), Slot::B).unwrap(), Slot::B, "0.2.0", 60).unwrap();
+        let mut env = install_commit(
+            &install_begin(&fresh(), Slot::B).unwrap(),
+            Slot::B,
+            "0.2.0",
+            60,
+        )
+        .unwrap();
         for n in 1..=TRIES {
             assert_eq!(grub_boots(&mut env), Some(Slot::B), "try {n}");
             assert_eq!(state(&env, Slot::B), SlotState::Trying(n));
         }
-        assert_eq!(grub_boots(&mut env), Some(Slot::A), "GRUB falls back after {TRIES} tries");
-        let AtStart::RolledBack { failed, env } = at_start(&env, Slot::A, "0.1.0", 300).unwrap() else {
+        assert_eq!(
+            grub_boots(&mut env),
+            Some(Slot::A),
+            "GRUB falls back after {TRIES} tries"
+        );
+        let AtStart::RolledBack { failed, env } = at_start(&env, Slot::A, "0.1.0", 300).unwrap()
+        else {
             panic!()
         };
-        assert_eq!(failed, FailedTrial { version: "0.2.0".into(), slot: Slot::B, tries: 3 });
+        assert_eq!(
+            failed,
+            FailedTrial {
+                version: "0.2.0".into(),
+                slot: Slot::B,
+                tries: 3
+            }
+        );
         assert_eq!(state(&env, Slot::B), SlotState::Bad);
         assert_eq!(state(&env, Slot::A), SlotState::Good);
         assert_eq!(next_boot(&env), Some(Slot::A));
         assert_eq!(trial(&env), None);
-        assert_eq!(at_start(&env, Slot::A, "0.1.0", 300).unwrap(), AtStart::Nothing);
+        assert_eq!(
+            at_start(&env, Slot::A, "0.1.0", 300).unwrap(),
+            AtStart::Nothing
+        );
     }
 
     #[test]
     fn mark_bad_needs_a_good_other_slot() {
         let env = fresh();
-        assert!(mark_bad(&env, Slot::A).unwrap_err().contains("nothing to boot"));
-        let mut env = install_commit(&install_begin(&env, Slot::B).unwrap(), Slot::B, "0.2.0", 60).unwrap();
+        assert!(
+            mark_bad(&env, Slot::A)
+                .unwrap_err()
+                .contains("nothing to boot")
+        );
+        let mut env =
+            install_commit(&install_begin(&env, Slot::B).unwrap(), Slot::B, "0.2.0", 60).unwrap();
         grub_boots(&mut env);
         let env = mark_bad(&env, Slot::B).unwrap();
         assert_eq!(next_boot(&env), Some(Slot::A));
@@ -400,7 +455,10 @@ mod tests {
         let env = recreate(Slot::B, "0.2.0").unwrap();
         assert_eq!(next_boot(&env), Some(Slot::B));
         assert_eq!(state(&env, Slot::A), SlotState::Empty);
-        assert_eq!(Slot::from_cmdline("root=PARTLABEL=rootB ro proxyha.slot=B quiet"), Some(Slot::B));
+        assert_eq!(
+            Slot::from_cmdline("root=PARTLABEL=rootB ro proxyha.slot=B quiet"),
+            Some(Slot::B)
+        );
         assert_eq!(Slot::from_cmdline("root=/dev/sda1"), None);
     }
 }

@@ -87,12 +87,14 @@ impl PartialOrd for Ident {
 
 /// Precedence only: `0.2.0+a` and `0.2.0+b` are equal here (and not "newer" than each other).
 pub fn compare(a: &Version, b: &Version) -> Ordering {
-    a.core.cmp(&b.core).then_with(|| match (a.pre.is_empty(), b.pre.is_empty()) {
-        (true, true) => Ordering::Equal,
-        (true, false) => Ordering::Greater,
-        (false, true) => Ordering::Less,
-        (false, false) => a.pre.cmp(&b.pre),
-    })
+    a.core
+        .cmp(&b.core)
+        .then_with(|| match (a.pre.is_empty(), b.pre.is_empty()) {
+            (true, true) => Ordering::Equal,
+            (true, false) => Ordering::Greater,
+            (false, true) => Ordering::Less,
+            (false, false) => a.pre.cmp(&b.pre),
+        })
 }
 
 #[cfg(test)]
@@ -119,14 +121,29 @@ mod tests {
             "1.0.0",
         ];
         for w in order.windows(2) {
-            assert_eq!(compare(&v(w[0]), &v(w[1])), Ordering::Less, "{} < {}", w[0], w[1]);
+            assert_eq!(
+                compare(&v(w[0]), &v(w[1])),
+                Ordering::Less,
+                "{} < {}",
+                w[0],
+                w[1]
+            );
         }
         assert_eq!(compare(&v("0.2.0+a"), &v("0.2.0+b")), Ordering::Equal);
     }
 
     #[test]
     fn bad_versions_are_named() {
-        for bad in ["", "1", "1.2", "1.2.x", "1.2.3.4", "1.2.3-", "1.2.3-a..b", "-1.2.3"] {
+        for bad in [
+            "",
+            "1",
+            "1.2",
+            "1.2.x",
+            "1.2.3.4",
+            "1.2.3-",
+            "1.2.3-a..b",
+            "-1.2.3",
+        ] {
             let e = Version::parse(bad).unwrap_err();
             assert!(e.contains(&format!("\"{bad}\"")), "{e}");
         }

@@ -104,6 +104,9 @@ pub struct Router {
     /// Last mismatching address list logged per sender (so each change is logged once),
     /// and when it was last heard (status shows recent ones).
     vip_mismatch_seen: HashMap<Ipv4Addr, (Vec<Ipv4Addr>, Instant)>,
+    /// A master handing over to a named successor (planned stop between proxyha nodes):
+    /// silent, VIP kept until the successor holds it, lower adverts not answered.
+    handing_over: bool,
 }
 
 /// `now + d` without the overflow panic of `Instant + Duration`; an instant that far in
@@ -188,6 +191,7 @@ impl Router {
             counters: Counters::default(),
             discard_log: HashMap::new(),
             vip_mismatch_seen: HashMap::new(),
+            handing_over: false,
             cfg,
         }
     }
@@ -519,6 +523,7 @@ impl Router {
         if self.state == State::Initialize {
             return;
         }
+        self.handing_over = false;
         if self.state == State::Master {
             self.counters.tx_adverts += 1;
             self.counters.tx_priority_zero += 1;
@@ -529,6 +534,57 @@ impl Router {
         self.master = None;
         self.master_down_at = None;
         self.set_state(now, State::Initialize);
+    }
+
+    /// Planned handover, leaving master: stop advertising (the successor's adverts must not
+    /// meet a higher priority) but keep the VIP, so clients are served until the successor's
+    /// gratuitous ARPs move them. Ends with [`Router::handle_shutdown`] (the successor never
+    /// confirmed: the RFC path, priority 0) or [`Router::handle_handed_over`].
+    pub fn handle_handover_begin(&mut self) {
+        if self.state != State::Master {
+            return;
+        }
+        self.handing_over = true;
+        self.adver_at = None;
+        self.garp_at = None;
+        info!(
+            "{} handing over: adverts stopped, the VIP stays until the successor holds it",
+            self.name
+        );
+    }
+
+    /// Planned handover, leaving master: the successor holds the VIP; leave without a
+    /// priority-0 advert (it would only make third backups wait Skew_Time against a
+    /// master that is already advertising). Any state ends in Initialize.
+    pub fn handle_handed_over(&mut self, now: Instant) {
+        if self.state == State::Master {
+            info!(
+                "{} handed over: leaving without a priority-0 advert",
+                self.name
+            );
+        }
+        self.handing_over = false;
+        self.master = None;
+        self.master_down_at = None;
+        self.set_state(now, State::Initialize);
+    }
+
+    /// Planned handover, successor: the master we follow asked us to take over now, instead
+    /// of after its priority-0 advert and our Skew_Time.
+    pub fn handle_takeover_request(&mut self, now: Instant, from: Ipv4Addr) {
+        if self.state != State::Backup {
+            debug!(
+                "{} takeover request from {from} ignored in state {}",
+                self.name, self.state
+            );
+            return;
+        }
+        info!("{} master {from} hands over: taking over now", self.name);
+        self.become_master(now);
+    }
+
+    pub fn is_handing_over(&self) -> bool {
+        self.handing_over
     }
 
     /// RFC 9568 §6.4.2, advert received in Backup.
@@ -599,6 +655,12 @@ impl Router {
             // after Skew_Time.
             self.send_advert();
             self.adver_at = after(now, self.advert_interval);
+        } else if self.handing_over && (priority, u32::from(src)) < ours {
+            // Our successor advertises: let it, we are leaving.
+            debug!(
+                "{} successor {src} advertises (priority {priority}) while we hand over",
+                self.name
+            );
         } else if (priority, u32::from(src)) > ours {
             info!(
                 "{} Received higher prio advert from {src} (priority {priority} > {})",
@@ -663,6 +725,7 @@ impl Router {
         if old == State::Master {
             self.adver_at = None;
             self.garp_at = None;
+            self.handing_over = false;
             self.actions.push_back(Action::RemoveVips);
         }
         self.state = new;

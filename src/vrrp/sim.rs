@@ -1534,3 +1534,82 @@ fn reload_with_another_vrid_or_address_is_refused_for_a_restart() {
     );
     assert_eq!(sim.adverts_from(0).len(), before);
 }
+
+/// Planned handover between proxyha nodes (issue 9): the leaving master stops advertising
+/// but keeps the VIP; the named successor takes over at once instead of after the
+/// priority-0 advert and its Skew_Time; the old master does not answer the successor's
+/// lower adverts, and leaves without a priority-0 advert, so the third router never
+/// shortens its timer against the new master.
+#[test]
+fn a_named_successor_takes_over_at_once_and_the_leaving_master_sends_no_priority_zero() {
+    let mut sim = three_nodes();
+    sim.start_all();
+    sim.run_to(Duration::from_millis(10_300));
+    assert_eq!(sim.masters(), vec![0]);
+    sim.enter(0);
+    sim.nodes[0].router.handle_handover_begin();
+    sim.flush(0);
+    assert!(sim.router(0).is_handing_over());
+    let asked = sim.now;
+    sim.enter(1);
+    sim.nodes[1].router.handle_takeover_request(asked, addr(11));
+    sim.flush(1);
+    assert_eq!(
+        sim.became_master_at(1),
+        vec![asked],
+        "the successor takes over at once"
+    );
+    // Both hold the VIP until the old master hears it may go; it never re-asserts.
+    sim.run_to(Duration::from_millis(10_500));
+    assert_eq!(sim.vip_holders(), vec![0, 1]);
+    let old_adverts = sim.events(0, |a| matches!(a, Action::SendAdvert(_) | Action::SendGarp));
+    assert!(
+        old_adverts.iter().all(|t| *t < asked),
+        "no advert or ARP from the leaving master after the handover began: {old_adverts:?}"
+    );
+    sim.enter(0);
+    let now = sim.now;
+    sim.nodes[0].router.handle_handed_over(now);
+    sim.flush(0);
+    sim.nodes[0].alive = false;
+    assert_eq!(sim.router(0).counters().tx_priority_zero, 0);
+    assert_eq!(sim.router(0).state(), State::Initialize);
+    sim.run_to(30 * SEC);
+    assert_eq!(sim.masters(), vec![1]);
+    assert!(
+        sim.became_master_at(2).is_empty(),
+        "79 follows the successor"
+    );
+    assert_eq!(sim.router(2).master(), Some(addr(12)));
+    assert_logged("hands over: taking over now");
+    assert_logged("handed over: leaving without a priority-0 advert");
+}
+
+/// A handover whose successor never answers ends the RFC way: the shell's timeout calls
+/// `handle_shutdown`, which sends the priority-0 advert as usual.
+#[test]
+fn a_handover_without_a_successor_falls_back_to_the_priority_zero_advert() {
+    let mut sim = three_nodes();
+    sim.start_all();
+    sim.run_to(Duration::from_millis(10_300));
+    sim.enter(0);
+    sim.nodes[0].router.handle_handover_begin();
+    sim.flush(0);
+    sim.run_to(Duration::from_millis(11_800));
+    assert_eq!(
+        sim.masters(),
+        vec![0],
+        "a silent master stays master until its timeout"
+    );
+    sim.shutdown(0);
+    assert_eq!(sim.router(0).counters().tx_priority_zero, 1);
+    let stop = sim.now;
+    sim.run_to(30 * SEC);
+    let takeover = sim.became_master_at(1);
+    assert_eq!(takeover.len(), 1);
+    assert!(
+        takeover[0] - stop <= skew(89, SEC) + DELAY,
+        "{:?}",
+        takeover[0] - stop
+    );
+}

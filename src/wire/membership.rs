@@ -44,6 +44,10 @@ pub const FLAG_MAC: u8 = 0x01;
 pub const TYPE_ANNOUNCEMENT: u8 = 1;
 /// Message type byte of a [`Report`].
 pub const TYPE_REPORT: u8 = 2;
+/// Message type byte of a [`Handover`] (planned director change). Added after 0.1.0 as a
+/// new type, not a new report field, so 0.1.0 nodes in a rolling update count it as a bad
+/// message and ignore it while they keep reading our reports.
+pub const TYPE_HANDOVER: u8 = 3;
 /// Largest body: what fits one IPv4 datagram (65535) after a 20-byte IP header, our
 /// header and a MAC. Larger assignment sets are paged over successive announcements.
 pub const MAX_BODY: usize = 65535 - 20 - HEADER_LEN - MAC_LEN;
@@ -315,11 +319,35 @@ pub struct Report {
     pub draining: bool,
 }
 
+/// A planned director change between proxyha nodes (the RFC path stays for every other
+/// VRRP speaker): candidates tell the director their VRRP priority; the leaving director
+/// names its successor; the successor says when it holds the VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handover {
+    /// The sender (checked against the datagram's source).
+    pub from: Ipv4Addr,
+    /// The director's epoch the message belongs to: a request or confirmation from another
+    /// epoch is stale (a replay or a leftover) and is discarded.
+    pub epoch: u64,
+    pub kind: HandoverKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HandoverKind {
+    /// Node → director, with each report: this node can direct, at this VRRP priority.
+    Candidate { priority: u8 },
+    /// Leaving director → successor: take over now (the pins were just announced).
+    Request,
+    /// Successor → leaving director: the VIP and its gratuitous ARPs are out; leave.
+    Done,
+}
+
 /// A decoded membership message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     Announcement(Announcement),
     Report(Report),
+    Handover(Handover),
 }
 
 impl Message {
@@ -327,6 +355,7 @@ impl Message {
         match self {
             Message::Announcement(_) => TYPE_ANNOUNCEMENT,
             Message::Report(_) => TYPE_REPORT,
+            Message::Handover(_) => TYPE_HANDOVER,
         }
     }
 }
@@ -346,6 +375,7 @@ pub fn encode(msg: &Message, lb_id: u8, key: Option<&[u8]>) -> Result<Vec<u8>, E
     let body = match msg {
         Message::Announcement(a) => postcard::to_stdvec(a),
         Message::Report(r) => postcard::to_stdvec(r),
+        Message::Handover(h) => postcard::to_stdvec(h),
     }
     // Serializing plain structs into a Vec only fails on allocation; report it anyway.
     .map_err(|e| Error::BadBody(e.to_string()))?;
@@ -389,7 +419,7 @@ pub fn decode(
         return Err(Error::OtherGroup(packet.lb_id()));
     }
     let msg_type = packet.msg_type();
-    if msg_type != TYPE_ANNOUNCEMENT && msg_type != TYPE_REPORT {
+    if !matches!(msg_type, TYPE_ANNOUNCEMENT | TYPE_REPORT | TYPE_HANDOVER) {
         return Err(Error::UnknownType(msg_type));
     }
     packet.check_len()?;
@@ -414,6 +444,7 @@ pub fn decode(
             validate_announcement(&a)?;
             Message::Announcement(a)
         }
+        TYPE_HANDOVER => Message::Handover(body(packet.body())?),
         _ => {
             let r: Report = body(packet.body())?;
             validate_report(&r)?;
@@ -596,6 +627,26 @@ mod test {
     }
 
     #[test]
+    fn handover_messages_round_trip_with_and_without_mac() {
+        for kind in [
+            HandoverKind::Candidate { priority: 89 },
+            HandoverKind::Request,
+            HandoverKind::Done,
+        ] {
+            let m = Message::Handover(Handover {
+                from: Ipv4Addr::new(10, 77, 0, 11),
+                epoch: 3,
+                kind,
+            });
+            for key in [None, Some(KEY)] {
+                let bytes = encode(&m, LB, key).unwrap();
+                assert_eq!(bytes[field::TYPE], TYPE_HANDOVER);
+                assert_eq!(decode(&bytes, LB, key), Ok((LB, m.clone())));
+            }
+        }
+    }
+
+    #[test]
     fn announcement_golden_vector_round_trips() {
         let bytes = encode(&announcement(), LB, None).unwrap();
         assert_eq!(to_hex(&bytes), to_hex(&hex(ANNOUNCEMENT_HEX)));
@@ -681,8 +732,11 @@ mod test {
             Err(Error::UnsupportedVersion(2))
         );
         let mut kind = good.clone();
-        kind[field::TYPE] = 3;
-        assert_eq!(decode(&kind, LB, None), Err(Error::UnknownType(3)));
+        kind[field::TYPE] = 9;
+        assert_eq!(decode(&kind, LB, None), Err(Error::UnknownType(9)));
+        // An announcement's body under the handover type is not a handover.
+        kind[field::TYPE] = TYPE_HANDOVER;
+        assert!(matches!(decode(&kind, LB, None), Err(Error::BadBody(_))));
         // A MAC flag without the 32 bytes behind it is a short packet.
         let mut flagged = good.clone();
         flagged[field::FLAGS] = FLAG_MAC;
