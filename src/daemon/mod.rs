@@ -429,6 +429,24 @@ pub async fn run(
     }
 
     log::info!("stopping on signal");
+    // The whole node is going down (the appliance's rcK leaves `stopping` beside the control
+    // socket before its SIGTERM): a scanning node's clients move to the others at once. A
+    // restart of proxyha alone leaves them where they are (the proxy keeps serving).
+    let node_stopping = shell
+        .config
+        .control
+        .socket
+        .parent()
+        .is_some_and(|d| d.join("stopping").exists());
+    if let Some(lb) = shell.lb.as_mut().filter(|_| node_stopping) {
+        log::info!("the node is stopping: telling the director to move its clients now");
+        lb.cluster.handle_shutdown();
+        while let Some(t) = lb.cluster.poll_transmit() {
+            if let Err(e) = lb.socket.send(t.dst, &t.payload) {
+                log::debug!("sending membership message to {}: {e}", t.dst);
+            }
+        }
+    }
     if shell.handed_over {
         router.handle_handed_over(Instant::now());
     } else {

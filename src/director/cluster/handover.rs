@@ -138,6 +138,34 @@ impl Cluster {
     pub fn poll_handover(&mut self) -> Option<Signal> {
         self.handover_signals.pop_front()
     }
+
+    /// A scanning node stops (SIGTERM, a reboot into an update): one last report saying every
+    /// listener is going, so the director moves this node's clients now instead of after
+    /// FAIL_PERIODS of silence.
+    pub fn handle_shutdown(&mut self) {
+        let Some(director) = self.director.filter(|d| *d != self.cfg.self_addr) else {
+            return;
+        };
+        if self.director_role {
+            return;
+        }
+        let mut r = self.report();
+        for p in &mut r.ports {
+            p.listening = false;
+            p.reason = "node stopping".into();
+        }
+        if let Ok(payload) = membership::encode(
+            &Message::Report(r),
+            self.cfg.lb_id,
+            self.cfg.auth_key.as_deref(),
+        ) {
+            self.count("tx_reports");
+            self.transmits.push_back(Transmit {
+                dst: director,
+                payload,
+            });
+        }
+    }
 }
 
 #[cfg(test)]
@@ -217,6 +245,19 @@ mod tests {
         deliver(&mut n, t);
         assert_eq!(n[0].poll_handover(), Some(Signal::Left { successor: B }));
         assert!(n[1].counters()["tx_handover"] >= 1);
+    }
+
+    #[test]
+    fn a_stopping_scanning_node_leaves_every_pool_at_once() {
+        let t0 = Instant::now();
+        let mut n = group(t0);
+        let t = t0 + 3 * SEC;
+        let before = n[0].table(9090).counts();
+        assert!(before.get(&C).is_some_and(|c| *c > 0), "{before:?}");
+        n[2].handle_shutdown();
+        deliver(&mut n, t);
+        let after = n[0].table(9090).counts();
+        assert_eq!(after.get(&C), None, "c's buckets moved at once: {after:?}");
     }
 
     #[test]
