@@ -354,3 +354,31 @@ fn setup_reasks_bad_answers_and_writes_a_valid_config() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown key ha.nope; keys: node.name"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An update must read the previous release's config as it is (issue 9): 0.1.0's shipped
+/// example (`proxyha config example` at f71f204) and a 0.1.0 appliance config.
+#[test]
+fn configs_of_release_0_1_0_are_read_as_they_are() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    for name in ["proxyha-0.1.0-example.toml", "proxyha-0.1.0-appliance.toml"] {
+        let path = dir.join(name);
+        let out = proxyha(&["config", "check", path.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{name} is valid for this version: {out:?}"
+        );
+    }
+    let path = dir.join("proxyha-0.1.0-appliance.toml");
+    let out = proxyha(&[
+        "config",
+        "get",
+        "update.health_timeout_s",
+        "--config",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "300\n",
+        "a 0.1.0 config gets the default trial timeout"
+    );
+}
