@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # QEMU smoke test of the built image (image/build.sh first):
-#   sudo image/test-boot.sh [IMAGE.qcow2]
+#   image/test-boot.sh [IMAGE.qcow2]     (no root needed: no tap devices, no KVM)
 # Boot 1: a valid first-boot proxyha.toml (with [network]) is put on a copy's ESP with
 # mtools; the console must show it installed, proxyha started by init and the VIP owned (a lone node
 # becomes master); an ACPI power-down must stop proxyha first; /var/log/messages on the data
@@ -10,16 +10,20 @@
 # Boot 3: a valid proxyha.toml with [appliance] builtin_proxy = false: installed, the built-in proxy
 # stays off and the port monitor reports 9090 unserved (`current state: failure (port 9090: …)`).
 # QEMU runs under TCG (no KVM here) with OVMF, serial console in a file; the VM's only NIC sits on a
-# QEMU hub with no other port, so nothing leaves the VM. Each boot is bounded by BOOT_TIMEOUT
-# seconds (default 120). KEEP=1 keeps the work directory; BIOS=1 adds a legacy-BIOS boot.
-# Prints the time to each milestone.
+# QEMU hub with no other port, so nothing leaves the VM. No wait has a fixed deadline: budgets come
+# from the measured first stage of each boot (image/stage-lib.sh: the scale factor, a stall budget,
+# a hard cap only a hang reaches); each stage's time is printed. KEEP=1 keeps the work directory;
+# BIOS=1 adds a legacy-BIOS boot.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=image/stage-lib.sh
+. "$here/stage-lib.sh"
+# QEMU start -> GRUB's "proxyha: booting slot" on an idle host (2 vCPU, TCG, OVMF)
+STAGE_NOMINAL_GRUB=${STAGE_NOMINAL_GRUB:-5}
 out=$here/out
 qcow=${1:-$(ls -t "$out"/proxyha-*.qcow2 2>/dev/null | head -n1)}
 [ -n "$qcow" ] && [ -f "$qcow" ] || { echo "test-boot: no image; run image/build.sh first" >&2; exit 2; }
-timeout_s=${BOOT_TIMEOUT:-120}
 ovmf_code=/usr/share/OVMF/OVMF_CODE_4M.fd
 ovmf_vars=/usr/share/OVMF/OVMF_VARS_4M.fd
 for t in qemu-system-x86_64 qemu-img mcopy partx debugfs nc; do
@@ -28,20 +32,15 @@ done
 [ -f "$ovmf_code" ] || { echo "test-boot: $ovmf_code missing; apt-get install ovmf" >&2; exit 2; }
 
 dir=$(mktemp -d /tmp/proxyha-boot.XXXXXX)
-qpid=""
+vm=""
 cleanup() {
-	if [ -n "$qpid" ] && kill -0 "$qpid" 2>/dev/null; then kill "$qpid"; wait "$qpid" 2>/dev/null || true; fi
+	stage_cleanup
 	if [ "${KEEP:-0}" = 1 ]; then echo "test-boot: kept $dir"; else rm -rf "$dir"; fi
 }
 trap cleanup EXIT
 t0=$(date +%s.%N)
 elapsed() { awk -v s="$1" -v n="$(date +%s.%N)" 'BEGIN { printf "%.1f", n - s }'; }
-fail() {
-	echo "test-boot: FAIL: $*" >&2
-	echo "---- console (last 40 lines) ----" >&2
-	tail -n 40 "$console" | tr -d '\r' >&2
-	exit 1
-}
+fail() { stage_fail "$vm" "$*"; }
 
 # Copies FILES onto the ESP (partition 1, at 1 MiB) of the test disk: qcow2 -> raw, mcopy, -> qcow2.
 put_on_esp() {
@@ -55,41 +54,32 @@ boot() { # NAME [FIRMWARE]: starts the VM in the background, console in $dir/NAM
 	local fw=(-drive if=pflash,format=raw,readonly=on,file="$ovmf_code"
 		-drive if=pflash,format=raw,file="$dir/vars.fd")
 	[ "${2:-uefi}" = bios ] && fw=() # QEMU's default firmware is SeaBIOS
-	console=$dir/$1.console
-	: >"$console"
-	boot_start=$(date +%s.%N)
-	nice -n "${NICE:-15}" qemu-system-x86_64 -machine q35,accel=tcg -cpu max -smp 2 -m 1024 \
+	vm=$1
+	stage_boot "$vm" "$dir/$vm.console" nice -n "${NICE:-15}" qemu-system-x86_64 \
+		-machine q35,accel=tcg -cpu max -smp 2 -m 1024 \
 		"${fw[@]}" \
 		-drive if=virtio,format=qcow2,file="$disk" \
 		-netdev hubport,id=n0,hubid=0 -device virtio-net-pci,netdev=n0 \
 		-display none -monitor unix:"$dir/monitor.sock",server=on,wait=off \
-		-serial file:"$console" -no-reboot 2>"$dir/$1.qemu.log" &
-	qpid=$!
-	deadline=$(($(date +%s) + timeout_s))
+		-serial file:"$dir/$vm.console" -no-reboot
 }
 
-expect() { # "PATTERN|DESCRIPTION"...: each in order on the console, within the boot's deadline
+expect() { # "PATTERN|DESCRIPTION"...: each in order on the console (budgets: image/stage-lib.sh)
 	local m
 	for m in "$@"; do
-		while ! grep -qF "${m%%|*}" "$console"; do
-			kill -0 "$qpid" 2>/dev/null || fail "QEMU exited; console never showed: ${m#*|} (\"${m%%|*}\")"
-			[ "$(date +%s)" -lt "$deadline" ] ||
-				fail "timeout after ${timeout_s}s; console never showed: ${m#*|} (\"${m%%|*}\")"
-			sleep 0.5
-		done
-		printf '  %6ss  %s\n' "$(elapsed "$boot_start")" "${m#*|}"
+		stage_expect "$vm" "${m%%|*}" "${m#*|}"
 	done
 }
 
 powerdown() { # ACPI power button, as a hypervisor's "shut down guest"; proxyha must stop first
+	local from
+	stage_forbid "$vm" "proxyha: still running after" "rcK gave up waiting for proxyha to exit"
+	stage_line "$vm" from
 	echo "system_powerdown" | nc -U -q 1 "$dir/monitor.sock" >/dev/null 2>&1 || true
-	expect "proxyha: stopping|power button: rcK stopping proxyha" \
-		"proxyha: stopped|proxyha exited on SIGTERM" \
+	stage_expect_from "$vm" "$from" "proxyha: stopping" "power button: rcK stopping proxyha"
+	expect "proxyha: stopped|proxyha exited on SIGTERM" \
 		"reboot: Power down|powered off"
-	local i
-	for i in $(seq 1 20); do kill -0 "$qpid" 2>/dev/null || break; sleep 0.5; done
-	kill -0 "$qpid" 2>/dev/null && fail "QEMU still running 10 s after power-down"
-	qpid=""
+	stage_poweroff "$vm" "QEMU exited"
 }
 
 disk=$dir/disk.qcow2
