@@ -15,8 +15,10 @@
 #      shows the failure and its reasons; installing it again is refused;
 #   4. the same for the Y whose root slot does not mount (the initramfs reboots, and says why);
 #   5. Y's install is cut by killing the VM while it writes the slot: the next boot is X, healthy;
-#   6. X -> Y: installed again with --reboot; `proxyha version` says Y, `update status` shows Y good
-#      and X as the fallback, the config and the old /var/log/messages lines are still there.
+#   6. X -> Y without a console: the VM powered off, a disk labelled CONFIG holding Y's bundle
+#      attached (as a USB stick would be); at boot it is installed and the box reboots into it;
+#      `proxyha version` says Y, `update status` shows Y good and X as the fallback, the config and
+#      the old /var/log/messages lines are still there, and the file is renamed .installed.
 # Stage budgets scale with the measured host speed (image/stage-lib.sh); each stage's time is
 # printed. KEEP=1 keeps the work directory. No network namespace: the VM's NIC is on a QEMU hub.
 # Disk writes are throttled to 4 MiB/s so that step 5's kill lands while the slot is written.
@@ -124,6 +126,7 @@ vm_boot() { # starts the VM (it reboots itself; no -no-reboot)
 		-drive if=pflash,format=raw,file="$dir/vars.fd" \
 		-drive if=virtio,format=qcow2,file="$disk",throttling.bps-write=4194304 \
 		-drive if=virtio,format=raw,file="$dir/updates.img" \
+		${EXTRA_DRIVE:+-drive if=virtio,format=raw,file="$EXTRA_DRIVE"} \
 		-netdev hubport,id=n0,hubid=0 -device virtio-net-pci,netdev=n0 \
 		-display none -monitor unix:"$dir/vm.mon",server=on,wait=off \
 		-chardev socket,id=ser0,path="$dir/vm.ser",server=on,wait=off,logfile="$dir/vm.console" \
@@ -244,13 +247,20 @@ vm_run "update status after the kill" "proxyha update status"
 want_out "$x: good (running)" "X good after the kill"
 want_re "^next boot +slot A$" "X boots next"
 
-# ---- 6. X -> Y ----------------------------------------------------------------------------------------
-phase "6. X -> Y = $y"
-vm_run "the updates disk mounted" "mkdir -p /tmp/u && mount -t vfat -o ro /dev/vdb /tmp/u"
+# ---- 6. X -> Y from a stick labelled CONFIG, at boot -------------------------------------------------
+phase "6. X -> Y = $y from a disk labelled CONFIG"
+truncate -s 64M "$dir/config.img"
+mkfs.vfat -n CONFIG "$dir/config.img" >/dev/null
+mcopy -i "$dir/config.img" "$dir/u/good.update" ::/proxyha-$y.update
 stage_line vm l
-type_line "proxyha update install /tmp/u/good.update --reboot"
-stage_expect_from vm "$l" "installed in slot B" "$y installed again"
-up_and_login "$l" B "$y"
+type_line "poweroff"
+stage_poweroff vm "powered off"
+EXTRA_DRIVE=$dir/config.img vm_boot
+stage_expect vm "update: installing /run/proxyha/usb/proxyha-$y.update found at boot" "the bundle found at boot"
+stage_expect vm "installed in slot B" "$y installed"
+stage_expect vm "rebooting into it" "rebooting into it"
+up_and_login 1 B "$y"
+l=1
 stage_expect_from vm "$l" "update: $y in slot B is healthy" "the trial is healthy: marked good"
 vm_run "proxyha version" "proxyha version"
 want_out "proxyha $y" "the new version runs"
@@ -260,4 +270,7 @@ want_out "$y: good (running)" "Y good"
 want_re "^slot A +$x: good$" "X is the fallback"
 vm_run "config kept" "proxyha config check /etc/proxyha/proxyha.toml && grep -c 'before any update' /var/log/messages"
 [ "$RC" = 0 ] || fail "config or old log lines lost: $OUT"
+mdir -i "$dir/config.img" -b ::/ | grep -q "proxyha-$y.update.installed" ||
+	fail "the bundle on the CONFIG disk was not renamed .installed: $(mdir -i "$dir/config.img" -b ::/)"
+echo "  the bundle on the CONFIG disk is now proxyha-$y.update.installed"
 echo "test-update: PASS ($(($(date +%s) - t0)) s)"
