@@ -5,17 +5,24 @@
 # client namespace joined to the bridge by a veth pair. Addresses are 10.x and exist only there.
 # Everything (QEMU processes we started, by PID; namespaces, with their taps and veths; the
 # client's helper processes) is torn down by lab_cleanup on exit, also on failure.
+# Waits have no fixed deadlines: image/stage-lib.sh derives their budgets from each VM's measured
+# first stage and prints each stage's time.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=scripts/root.sh
+. "$here/../scripts/root.sh"
+need_root "$0" "$@"
+# shellcheck source=image/stage-lib.sh
+. "$here/stage-lib.sh"
+# QEMU start -> GRUB's "proxyha: booting slot" on an idle host (1 vCPU each, two VMs at once)
+STAGE_NOMINAL_GRUB=${STAGE_NOMINAL_GRUB:-5}
 out=$here/out
 qcow=${QCOW:-$(ls -t "$out"/proxyha-*.qcow2 2>/dev/null | head -n1)}
 [ -n "$qcow" ] && [ -f "$qcow" ] || { echo "$0: no image; run image/build.sh first" >&2; exit 2; }
 busybox=$out/work/busybox/bin/busybox # the image's busybox-static serves the client's web page
-timeout_s=${BOOT_TIMEOUT:-240}
 ovmf_code=/usr/share/OVMF/OVMF_CODE_4M.fd
 ovmf_vars=/usr/share/OVMF/OVMF_VARS_4M.fd
-[ "$(id -u)" -eq 0 ] || { echo "$0: needs root (network namespaces, tap devices)" >&2; exit 2; }
 for t in qemu-system-x86_64 qemu-img mcopy partx debugfs nc curl ip; do
 	command -v "$t" >/dev/null || { echo "$0: $t missing; run image/host-deps.sh" >&2; exit 2; }
 done
@@ -25,13 +32,15 @@ id=pbq$(($$ % 100000))
 lan=$id-lan
 cl=$id-cl
 dir=$(mktemp -d /tmp/proxyha-vms.XXXXXX)
-pids=()
+pids=()          # the client's helpers
+helper_life=3600 # a safety net for the helpers only (lab_cleanup kills them): not a test budget
 t0=$(date +%s.%N)
 elapsed() { awk -v s="$1" -v n="$(date +%s.%N)" 'BEGIN { printf "%.1f", n - s }'; }
 now() { date +%s.%N; }
 
 lab_cleanup() {
 	local p
+	stage_cleanup
 	for p in "${pids[@]}"; do
 		kill "$p" 2>/dev/null || true
 	done
@@ -44,16 +53,7 @@ lab_cleanup() {
 }
 trap lab_cleanup EXIT
 
-fail() {
-	echo "$0: FAIL: $*" >&2
-	local c
-	for c in "$dir"/*.console; do
-		[ -f "$c" ] || continue
-		echo "---- $(basename "$c") (last 30 lines) ----" >&2
-		tail -n 30 "$c" | tr -d '\r' >&2
-	done
-	exit 1
-}
+fail() { stage_fail "" "$*"; } # the tails of every running VM's console
 
 # The LAN namespace with bridge br0 and the client namespace at CLIENT_ADDR (A.B.C.D/N).
 lab_init() {
@@ -77,7 +77,7 @@ lab_tap() {
 
 # Runs CMD... in the client namespace in the background, bounded by timeout, remembered by PID.
 client_bg() {
-	ip netns exec "$cl" timeout 900 "$@" &
+	ip netns exec "$cl" timeout "$helper_life" "$@" &
 	pids+=($!)
 }
 
@@ -93,32 +93,28 @@ make_disk() { # DISK TOML
 
 # Boots VM NAME from DISK with one NIC per "TAP,MAC" argument (netdev ids n0, n1, …), serial
 # console on a socket (for logging in) logged to $dir/NAME.console, monitor on $dir/NAME.mon.
+# VM_REBOOT=1: the VM may reboot itself (no -no-reboot; updates). VM_EXTRA_DISK=FILE: a second
+# virtio disk (raw), e.g. a vfat image with update bundles.
 boot_vm() { # NAME DISK TAP,MAC...
-	local name=$1 disk=$2 nics=() i=0 spec
+	local name=$1 disk=$2 nics=() i=0 spec extra=(-no-reboot)
 	shift 2
+	[ "${VM_REBOOT:-0}" = 1 ] && extra=()
+	[ -n "${VM_EXTRA_DISK:-}" ] && extra+=(-drive if=virtio,format=raw,file="$VM_EXTRA_DISK")
 	for spec in "$@"; do
 		nics+=(-netdev "tap,id=n$i,ifname=${spec%%,*},script=no,downscript=no"
 			-device "virtio-net-pci,netdev=n$i,mac=${spec#*,}")
 		i=$((i + 1))
 	done
 	cp "$ovmf_vars" "$dir/$name.vars"
-	: >"$dir/$name.console"
-	ip netns exec "$lan" nice -n "${NICE:-10}" qemu-system-x86_64 -machine q35,accel=tcg -cpu max \
-		-smp 1 -m 512 \
+	stage_boot "$name" "$dir/$name.console" ip netns exec "$lan" nice -n "${NICE:-10}" \
+		qemu-system-x86_64 -machine q35,accel=tcg -cpu max -smp 1 -m 512 \
 		-drive if=pflash,format=raw,readonly=on,file="$ovmf_code" \
 		-drive if=pflash,format=raw,file="$dir/$name.vars" \
 		-drive if=virtio,format=qcow2,file="$disk" \
 		"${nics[@]}" \
 		-display none -monitor unix:"$dir/$name.mon",server=on,wait=off \
 		-chardev socket,id=ser0,path="$dir/$name.ser",server=on,wait=off,logfile="$dir/$name.console" \
-		-serial chardev:ser0 -no-reboot 2>"$dir/$name.qemu.log" &
-	pids+=($!)
-	eval "pid_$name=$!"
-	eval "start_$name=$(now)"
-}
-
-console_lines() { # NAME: the next console line's number
-	echo $(($(wc -l <"$dir/$1.console") + 1))
+		-serial chardev:ser0 "${extra[@]}"
 }
 
 monitor() { # NAME COMMAND
@@ -130,18 +126,14 @@ type_line() { # NAME LINE
 	printf '%s\r' "$2" | nc -U -q 1 "$dir/$1.ser" >/dev/null 2>&1 || true
 }
 
-# Waits until NAME's console shows PATTERN (fixed string), within the boot timeout.
-# With FROM (a line number from console_lines), only lines from there on count.
+# Waits until NAME's console shows PATTERN (fixed string); with FROM (from stage_line NAME VAR),
+# only lines from there on count. Budgets and the printed stage times: image/stage-lib.sh.
 expect_vm() { # NAME PATTERN DESCRIPTION [FROM]
-	local name=$1 deadline pid start
-	eval "pid=\$pid_$name; start=\$start_$name"
-	deadline=$(($(date +%s) + timeout_s))
-	while ! tail -n +"${4:-1}" "$dir/$name.console" | tr -d '\r' | grep -qF -- "$2"; do
-		kill -0 "$pid" 2>/dev/null || fail "$name: QEMU exited; console never showed: $3 (\"$2\")"
-		[ "$(date +%s)" -lt "$deadline" ] || fail "$name: timeout after ${timeout_s}s; console never showed: $3 (\"$2\")"
-		sleep 0.5
-	done
-	printf '  %-4s %6ss  %s\n' "$name" "$(elapsed "$start")" "$3"
+	if [ -n "${4:-}" ]; then
+		stage_expect_from "$1" "$4" "$2" "$3"
+	else
+		stage_expect "$1" "$2" "$3"
+	fi
 }
 
 # One fetch through PROXY (host:port) of URL from the client; prints the body, status 0 on success.
@@ -149,11 +141,18 @@ fetch() { # PROXY URL
 	ip netns exec "$cl" curl -s -f --max-time 2 -x "http://$1" "$2"
 }
 
+fetch_ok() { fetch "$@" >/dev/null; } # PROXY URL: status only
+
+# One fetch like fetch, the body in FILE and the response headers in FILE.headers.
+fetch_to() { # FILE PROXY URL
+	ip netns exec "$cl" curl -s -f --max-time 2 -D "$1.headers" -o "$1" -x "http://$2" "$3"
+}
+
 # Background probe: every 100 ms one fetch, one line "TIME ok|fail" in $dir/probe.log.
 start_probe() { # PROXY URL
 	: >"$dir/probe.log"
 	(
-		end=$(($(date +%s) + 600))
+		end=$(($(date +%s) + helper_life))
 		while [ "$(date +%s)" -lt "$end" ]; do
 			if ip netns exec "$cl" curl -s -f -o /dev/null --max-time 1 -x "http://$1" "$2"; then
 				echo "$(now) ok"
@@ -172,11 +171,27 @@ probe_gap() { # EVENT_TIME
 		END { if (last == "" || after == "") exit 1; printf "%.2f", after - last }' "$dir/probe.log"
 }
 
-# Waits (at most SECONDS) until the probe has N successes after EVENT_TIME.
+probe_ok_count() { # EVENT_TIME N: status 0 once the probe has N successes after EVENT_TIME
+	[ "$(awk -v t="$1" '$2 == "ok" && $1 >= t' "$dir/probe.log" | wc -l)" -ge "$2" ]
+}
+
+# Waits until the probe has N successes after EVENT_TIME, within NOMINAL x scale x margin
+# (stage_until, VM's scale factor), printing the stage; fails the test otherwise.
+expect_probe_ok() { # VM EVENT_TIME N NOMINAL DESCRIPTION
+	stage_until "$1" "$5" "$4" probe_ok_count "$2" "$3"
+}
+
+# The same without a stage line, status 1 instead of failing: within SECONDS x the largest scale
+# factor of the running VMs.
 wait_probe_ok() { # EVENT_TIME N SECONDS
-	local end=$(($(date +%s) + $3))
-	while [ "$(awk -v t="$1" '$2 == "ok" && $1 >= t' "$dir/probe.log" | wc -l)" -lt "$2" ]; do
+	local v s=100 end
+	for v in "${STAGE_VMS[@]}"; do
+		[ -n "${STAGE_PID[$v]}" ] && [ "$(_stage_scale100 "$v")" -gt "$s" ] && s=$(_stage_scale100 "$v")
+	done
+	end=$(($(date +%s) + $3 * s / 100))
+	until probe_ok_count "$1" "$2"; do
 		[ "$(date +%s)" -lt "$end" ] || return 1
+		_stage_tick
 		sleep 0.5
 	done
 }

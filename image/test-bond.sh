@@ -6,7 +6,8 @@
 #   2. the active slave's link is taken down (QEMU monitor set_link): the client's fetches through
 #      VIP:9090 keep working, the log shows `bond0: active slave eth1 (eth0 link down)` and status
 #      shows the new active slave.
-# Run: sudo image/test-bond.sh   (bounded waits: BOOT_TIMEOUT, default 240 s; KEEP=1 keeps files)
+# Run as root: image/test-bond.sh (re-runs itself with sudo when not root). Budgets:
+# image/stage-lib.sh; KEEP=1 keeps the work directory.
 # shellcheck source=image/qemu-lib.sh
 . "$(dirname "$0")/qemu-lib.sh"
 
@@ -42,45 +43,40 @@ expect_vm vm "network: enslaving eth1 to bond0" "eth0 and eth1 enslaved"
 expect_vm vm "Entering MASTER STATE" "VIP owned on bond0 (MASTER)"
 
 url=http://$client:8080/hello.txt
-end=$(($(date +%s) + 60))
-until fetch "$vip:9090" "$url" >/dev/null; do
-	[ "$(date +%s)" -lt "$end" ] || fail "the client cannot fetch $url through $vip:9090 within 60 s"
-	sleep 1
-done
-echo "  client fetched through $vip:9090"
+stage_until vm "the client fetches $url through $vip:9090" 20 fetch_ok "$vip:9090" "$url"
 
 # Log in on the serial console (root, no password on the appliance console) and ask for status.
-status_json() { # MARK: prints the JSON status lines that follow MARK on the console
-	type_line vm ""
-	sleep 1
-	type_line vm "echo $1; proxyha status --json; echo end-$1"
-	local end=$(($(date +%s) + 30))
-	until tr -d '\r' <"$dir/vm.console" | grep -qx "end-$1"; do
-		[ "$(date +%s)" -lt "$end" ] || fail "no status output on the console after 30 s"
-		sleep 0.5
-	done
-	tr -d '\r' <"$dir/vm.console" | sed -n "/^$1\$/,/^end-$1\$/p"
+# The markers are typed split ("end-""s1") so that the echo of the typed line does not match.
+status_json() { # MARK VAR: sets VAR to the JSON status lines between MARK and end-MARK
+	local from
+	stage_line vm from
+	type_line vm "echo $1; proxyha status --json; echo \"end-\"\"$1\""
+	expect_vm vm "end-$1" "proxyha status --json printed ($1)" "$from"
+	printf -v "$2" '%s' "$(tail -n +"$from" "$dir/vm.console" | tr -d '\r' | sed -n "/^$1\$/,/^end-$1\$/p")"
 }
+stage_line vm from
 type_line vm ""
-sleep 2
+expect_vm vm "login:" "a login prompt on the serial console" "$from"
+stage_line vm from
 type_line vm "root"
-sleep 3
-s1=$(status_json s1)
+expect_vm vm "ProxyHA appliance." "logged in as root (the shell's banner)" "$from"
+s1="" s2=""
+status_json s1 s1
 echo "$s1" | grep -q '"mode": "active-backup"' || fail "status lacks the bond mode: $s1"
 echo "$s1" | grep -q '"active_slave": "eth0"' || fail "status lacks active slave eth0: $s1"
 [ "$(echo "$s1" | grep -c '"link": "up"')" = 2 ] || fail "status does not show both slaves up: $s1"
 echo "  status: bond0 active-backup, active slave eth0, eth0 and eth1 up"
 
 start_probe "$vip:9090" "$url"
-wait_probe_ok 0 5 30 || fail "the probe through the VIP does not succeed before the link change"
-from=$(console_lines vm)
+expect_probe_ok vm 0 5 10 "the probe through the VIP succeeds (5 fetches)"
+stage_line vm from
 off=$(now)
 monitor vm "set_link n0 off"
 echo "  eth0's link set down (QEMU monitor set_link n0 off)"
 expect_vm vm "bond0: active slave eth1 (eth0 link down)" "slave change logged" "$from"
-wait_probe_ok "$off" 5 30 || fail "fetches through $vip:9090 did not continue after eth0 went down"
+expect_probe_ok vm "$off" 5 10 "fetches through $vip:9090 continue after eth0 went down (5 fetches)"
 gap=$(probe_gap "$off") || fail "no probe result around the link change"
-s2=$(status_json s2)
+status_json s2 s2
 echo "$s2" | grep -q '"active_slave": "eth1"' || fail "status does not show active slave eth1: $s2"
 echo "$s2" | grep -q '"link": "down"' || fail "status does not show eth0 down: $s2"
 echo "  VIP reachable through eth1 (gap ${gap} s); status shows active slave eth1, eth0 down"

@@ -6,8 +6,9 @@
 #      proxy; the Via header names the node that served);
 #   2. vm1 is powered off (QEMU quit: the plug pulled, no priority-0 advert);
 #   3. vm2 owns the VIP and the client's fetches work again; the gap is printed.
-# Also: the client received remote syslog lines ([log] remote). Run: sudo image/test-failover.sh
-# Each wait is bounded (BOOT_TIMEOUT, default 240 s); KEEP=1 keeps the work directory.
+# Also: the client received remote syslog lines ([log] remote). Run as root: image/test-failover.sh
+# (re-runs itself with sudo when not root). Budgets: image/stage-lib.sh; KEEP=1 keeps the work
+# directory.
 # shellcheck source=image/qemu-lib.sh
 . "$(dirname "$0")/qemu-lib.sh"
 
@@ -51,26 +52,25 @@ expect_vm vm1 "Entering MASTER STATE" "vm1 owns the VIP (MASTER)"
 expect_vm vm2 "Entering BACKUP STATE" "vm2 is backup"
 
 url=http://$client:8080/hello.txt
-end=$(($(date +%s) + 60))
-until body=$(fetch "$vip:9090" "$url"); do
-	[ "$(date +%s)" -lt "$end" ] || fail "the client cannot fetch $url through $vip:9090 within 60 s"
-	sleep 1
-done
+stage_until vm1 "the client fetches $url through $vip:9090" 20 fetch_to "$dir/page" "$vip:9090" "$url"
+body=$(cat "$dir/page")
 [ "$body" = "hello from the client LAN" ] || fail "unexpected body through the VIP: $body"
-via=$(ip netns exec "$cl" curl -s -D - -o /dev/null --max-time 2 -x "http://$vip:9090" "$url" | tr -d '\r' | sed -n 's/^Via: //Ip')
+via=$(tr -d '\r' <"$dir/page.headers" | sed -n 's/^Via: //Ip')
 echo "  client fetched through $vip:9090 (Via: ${via:-?})"
 
 start_probe "$vip:9090" "$url"
-wait_probe_ok 0 5 30 || fail "the probe through the VIP does not succeed before the power-off"
-from=$(console_lines vm2)
+expect_probe_ok vm1 0 5 10 "the probe through the VIP succeeds (5 fetches)"
+stage_line vm2 from
 off=$(now)
 monitor vm1 quit
 echo "  vm1 powered off"
 expect_vm vm2 "Entering MASTER STATE" "vm2 owns the VIP (MASTER)" "$from"
-wait_probe_ok "$off" 5 60 || fail "the client's fetches through $vip:9090 did not come back within 60 s"
+expect_probe_ok vm2 "$off" 5 20 "the client's fetches through $vip:9090 are back (5 fetches)"
 gap=$(probe_gap "$off") || fail "no probe result around the power-off"
-body=$(fetch "$vip:9090" "$url") || fail "fetch through the VIP after failover"
-echo "  client fetches through the VIP again; gap ${gap} s (last success before the power-off to first after)"
+stage_until vm2 "a fetch of the page through the VIP after the failover" 20 fetch_to "$dir/page2" "$vip:9090" "$url"
+[ "$(cat "$dir/page2")" = "hello from the client LAN" ] || fail "unexpected body after the failover: $(cat "$dir/page2")"
+via=$(tr -d '\r' <"$dir/page2.headers" | sed -n 's/^Via: //Ip')
+echo "  client fetches through the VIP again (Via: ${via:-?}); gap ${gap} s (last success before the power-off to first after)"
 
 grep -q "proxyha" "$dir/remote-syslog.log" ||
 	fail "the client received no remote syslog line ([log] remote = \"udp://$client:514\")"
