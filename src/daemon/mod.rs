@@ -4,12 +4,14 @@
 //! and nothing here needs parallelism, and one thread keeps advert timing predictable.
 
 mod control;
+mod handover;
 pub mod maintenance;
 pub mod netlink;
 mod network;
 mod reload;
 pub use network::write_atomic;
 mod sockets;
+mod trial;
 mod worker;
 
 use std::future::Future;
@@ -24,6 +26,7 @@ use crate::status::{Mismatch, Request, Response, Status};
 use crate::vrrp::{Action, Router, RouterConfig, State};
 use crate::wire::ipv4;
 
+use handover::Leave;
 use netlink::{LinkEvents, LinkInfo, NetlinkError};
 use sockets::{GarpSocket, MembershipSocket, VrrpSocket};
 use worker::{Done, Worker};
@@ -88,27 +91,6 @@ struct Shell {
     handed_over: bool,
     /// Leave the select loop after this iteration (a handover ended, or has no successor).
     exit: bool,
-}
-
-/// Where a leaving director's handover stands.
-#[derive(Debug, Clone, Copy)]
-enum Leave {
-    /// Waiting for the worker's read of the kernel's pins, so the last announcement is fresh.
-    Syncing { deadline: Instant },
-    /// The successor is named; waiting for its `Done`.
-    Waiting {
-        successor: Ipv4Addr,
-        since: Instant,
-        deadline: Instant,
-    },
-}
-
-impl Leave {
-    fn deadline(&self) -> Instant {
-        match *self {
-            Leave::Syncing { deadline } | Leave::Waiting { deadline, .. } => deadline,
-        }
-    }
 }
 
 /// The membership core and its I/O: protocol-253 socket, load sampler, data-path worker.
@@ -727,78 +709,6 @@ impl Shell {
         }
     }
 
-    /// SIGTERM on a director with load sharing: start a planned handover (fresh pins first).
-    /// False: nothing to hand over, stop at once the RFC way.
-    fn begin_leave(&mut self, router: &Router) -> bool {
-        let Some(lb) = self.lb.as_mut() else {
-            return false;
-        };
-        if router.state() != State::Master || !lb.cluster.is_director() {
-            return false;
-        }
-        let now = Instant::now();
-        if lb.cluster.successor(now).is_none() {
-            log::info!(
-                "handover: no candidate reports a priority; leaving the RFC way (priority 0)"
-            );
-            return false;
-        }
-        lb.worker.pinned();
-        self.leave = Some(Leave::Syncing {
-            deadline: now + HANDOVER_SYNC_WAIT,
-        });
-        true
-    }
-
-    /// The pins are fresh (or the wait is over): announce them all and name the successor.
-    fn ask_successor(&mut self, router: &mut Router) {
-        let now = Instant::now();
-        let successor = self
-            .lb
-            .as_mut()
-            .and_then(|lb| lb.cluster.begin_handover(now));
-        match successor {
-            Some(successor) => {
-                log::info!("handover: asking {successor} to take over as director");
-                router.handle_handover_begin();
-                self.leave = Some(Leave::Waiting {
-                    successor,
-                    since: now,
-                    deadline: now + HANDOVER_WAIT,
-                });
-            }
-            None => {
-                log::info!("handover: no live successor; leaving the RFC way (priority 0)");
-                self.leave = None;
-                self.exit = true;
-            }
-        }
-    }
-
-    /// Handover signals from the membership core. True when the VRRP core has new actions.
-    fn handover_signals(&mut self, router: &mut Router) -> bool {
-        let mut acted = false;
-        while let Some(sig) = self.lb.as_mut().and_then(|lb| lb.cluster.poll_handover()) {
-            match sig {
-                crate::director::cluster::HandoverSignal::TakeOver { from } => {
-                    router.handle_takeover_request(Instant::now(), from);
-                    acted = true;
-                }
-                crate::director::cluster::HandoverSignal::Left { successor } => {
-                    if let Some(Leave::Waiting { since, .. }) = self.leave {
-                        log::info!(
-                            "handover: {successor} holds the VIP after {} ms; leaving",
-                            since.elapsed().as_millis()
-                        );
-                        self.handed_over = true;
-                        self.exit = true;
-                    }
-                }
-            }
-        }
-        acted
-    }
-
     fn send_garp(&self) {
         let vip = self.config.ha.virtual_ip;
         log::info!(
@@ -847,45 +757,6 @@ impl Shell {
             }
             Ok(None) => {}
             Err(e) => log::warn!("reading bond {}: {e}", self.link.name),
-        }
-    }
-
-    /// A trial boot: feed the VRRP state to the health criterion and, once healthy, mark
-    /// the slot good (one small write of the environment block on the ESP, off the loop).
-    async fn check_trial(&mut self, router: &Router, layout: &crate::update::layout::Layout) {
-        let Some((trial, health)) = self.trial.as_mut() else {
-            return;
-        };
-        let now = Instant::now();
-        health.vrrp(now, router.state());
-        if !health.healthy(now) {
-            return;
-        }
-        let trial = trial.clone();
-        let layout = layout.clone();
-        let running = crate::update::VERSION;
-        let started = self.started;
-        let r = tokio::task::spawn_blocking(move || {
-            crate::update::boot::commit(&layout, &trial, running)
-        })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
-        match r {
-            Ok(()) => {
-                log::info!(
-                    "update: {running} in slot {} is healthy {:.1} s after start: marked good (boot {} of {})",
-                    self.trial.as_ref().map_or("?", |(t, _)| t.slot.letter()),
-                    started.elapsed().as_secs_f64(),
-                    self.trial.as_ref().map_or(0, |(t, _)| t.try_n),
-                    crate::update::slots::TRIES,
-                );
-                self.trial = None;
-            }
-            Err(e) => {
-                // Tried again after the next input; the trial watchdog reboots if this
-                // never succeeds, and GRUB falls back after three tries.
-                log::error!("update: marking slot good: {e}");
-            }
         }
     }
 

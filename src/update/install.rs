@@ -47,22 +47,13 @@ pub struct Context<'a> {
 
 /// The board this machine is (`VARIANT_ID` in the root slot's `/etc/os-release`).
 pub fn board(layout: &Layout) -> Result<String, String> {
-    let p = layout_path(layout, "/etc/os-release");
+    let p = layout.path("/etc/os-release");
     let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
     text.lines()
         .find_map(|l| l.strip_prefix("VARIANT_ID="))
         .map(|v| v.trim_matches('"').to_string())
         .filter(|v| !v.is_empty())
         .ok_or_else(|| format!("{}: no VARIANT_ID (the board id)", p.display()))
-}
-
-fn layout_path(layout: &Layout, p: &str) -> PathBuf {
-    // The ESP lives at <root>/boot, so <root> is its parent.
-    layout
-        .esp()
-        .parent()
-        .unwrap_or(Path::new("/"))
-        .join(p.trim_start_matches('/'))
 }
 
 /// The refusals that need only the manifest and this machine's facts (no I/O).
@@ -498,7 +489,7 @@ pub fn install(ctx: &Context<'_>, source: Source) -> Result<Installed, String> {
 
 /// One install at a time.
 fn lock(layout: &Layout) -> Result<nix::fcntl::Flock<File>, String> {
-    let p = layout_path(layout, "/run/proxyha/update.lock");
+    let p = layout.path("/run/proxyha/update.lock");
     if let Some(d) = p.parent() {
         let _ = std::fs::create_dir_all(d);
     }

@@ -31,7 +31,8 @@ impl Layout {
         }
     }
 
-    fn path(&self, p: &str) -> PathBuf {
+    /// `p` (an absolute path on the appliance) on this layout.
+    pub fn path(&self, p: &str) -> PathBuf {
         self.root.join(p.trim_start_matches('/'))
     }
 
