@@ -2414,7 +2414,7 @@ target = "syslog"                # "syslog" | "stderr" | "file:/path"
         assert_eq!(
             error(&format!("{MINIMAL}[vrrp]\n")),
             "proxyha.toml:4:2: unknown section [vrrp]; allowed sections: node, ha, control, log, \
-             network, appliance"
+             network, appliance, update"
         );
         assert_eq!(
             error("ha = 1\n"),

@@ -2269,8 +2269,11 @@ mod tests {
         let t1 = t0 + 3 * SEC + Duration::from_millis(50);
         nodes[1].set_draining(t1, true);
         assert!(nodes[1].is_draining());
+        // The report, and the candidacy that rides with every report.
         let sent: Vec<Transmit> = std::iter::from_fn(|| nodes[1].poll_transmit()).collect();
-        assert_eq!(sent.len(), 1, "the report goes out at once: {sent:?}");
+        assert_eq!(sent.len(), 2, "the report goes out at once: {sent:?}");
+        assert_eq!(sent[0].payload[6], membership::TYPE_REPORT);
+        assert_eq!(sent[1].payload[6], membership::TYPE_HANDOVER);
         nodes[0].handle_datagram(t1, B, &sent[0].payload);
         assert_eq!(
             nodes[0].table(9090).counts().get(&B),
