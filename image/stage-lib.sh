@@ -419,7 +419,8 @@ stage_cleanup() {
 	local v p
 	for v in "${STAGE_VMS[@]}"; do
 		p=${STAGE_PID[$v]}
-		[ -n "$p" ] && kill "$p" 2>/dev/null
+		# An exited VM may be reaped already: kill fails, which must not end the clean-up (set -e)
+		if [ -n "$p" ]; then kill "$p" 2>/dev/null || true; fi
 	done
 	for v in "${STAGE_VMS[@]}"; do
 		p=${STAGE_PID[$v]}
