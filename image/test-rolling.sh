@@ -106,9 +106,9 @@ sleep 3
 
 echo "updating vm1 (director): its planned stop hands over to vm2"
 stage_line vm2 l2
+stage_line vm1 l1
 update_vm vm1
 expect_vm vm2 "hands over: taking over now" "vm2 took over at vm1's request (handover)" "$l2"
-stage_line vm1 l1
 expect_vm vm1 "Entering MASTER STATE" "vm1 ($y) preempts" "$l1"
 t=$(now)
 wait_probe_ok "$t" 5 60 || fail "fetches through the VIP did not come back after vm1 preempted"
