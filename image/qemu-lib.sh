@@ -82,6 +82,28 @@ client_bg() {
 }
 
 # A copy of the image with TOML as its first-boot proxyha.toml on the ESP: DISK.
+# The first-boot config of node N (1: priority 99, 2: priority 89) of a two-VM cluster on $net
+# (addresses $net.1N, gateway $net.1) with VIP $vip redirecting 9090, plus EXTRA config text:
+# $dir/vmN.toml.
+cluster_toml() { # N [EXTRA]
+	cat >"$dir/vm$1.toml" <<TOML
+[node]
+name = "vm$1"
+management_ip = "$net.1$1"
+
+[ha]
+interface = "eth0"
+virtual_ip = "$vip"
+priority = $(($1 == 1 ? 99 : 89))
+port_redirects = [9090]
+
+[network]
+address = "$net.1$1/24"
+gateway = "$net.1"
+${2:-}
+TOML
+}
+
 make_disk() { # DISK TOML
 	local raw=$1.raw
 	qemu-img convert -f qcow2 -O raw "$qcow" "$raw"

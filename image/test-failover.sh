@@ -22,25 +22,7 @@ serve_page "$client"
 client_bg nc -k -u -l "$client" 514 >"$dir/remote-syslog.log"
 
 for n in 1 2; do
-	prio=$((n == 1 ? 99 : 89))
-	cat >"$dir/vm$n.toml" <<TOML
-[node]
-name = "vm$n"
-management_ip = "$net.1$n"
-
-[ha]
-interface = "eth0"
-virtual_ip = "$vip"
-priority = $prio
-port_redirects = [9090]
-
-[network]
-address = "$net.1$n/24"
-gateway = "$net.1"
-
-[log]
-remote = "udp://$client:514"
-TOML
+	cluster_toml "$n" "$(printf '[log]\nremote = "udp://%s:514"' "$client")"
 	make_disk "$dir/vm$n.qcow2" "$dir/vm$n.toml"
 done
 

@@ -34,22 +34,7 @@ lab_tap "${id}t2"
 serve_page "$client"
 
 for n in 1 2; do
-	prio=$((n == 1 ? 99 : 89))
-	cat >"$dir/vm$n.toml" <<TOML
-[node]
-name = "vm$n"
-management_ip = "$net.1$n"
-
-[ha]
-interface = "eth0"
-virtual_ip = "$vip"
-priority = $prio
-port_redirects = [9090]
-
-[network]
-address = "$net.1$n/24"
-gateway = "$net.1"
-TOML
+	cluster_toml "$n"
 	make_disk "$dir/vm$n.qcow2" "$dir/vm$n.toml"
 	truncate -s 64M "$dir/u$n.img"
 	mkfs.vfat -n UPDATES "$dir/u$n.img" >/dev/null

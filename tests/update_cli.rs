@@ -146,12 +146,15 @@ impl Appliance {
         out
     }
 
+    /// `proxyha ARGS` on this stand-in appliance.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_proxyha"));
+        c.args(args).env("PROXYHA_UPDATE_ROOT", &self.root);
+        c
+    }
+
     fn proxyha(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_proxyha"))
-            .args(args)
-            .env("PROXYHA_UPDATE_ROOT", &self.root)
-            .output()
-            .expect("running proxyha")
+        self.command(args).output().expect("running proxyha")
     }
 
     fn install(&self, bundle: &Path, extra: &[&str]) -> Output {
@@ -276,9 +279,8 @@ fn a_good_bundle_lands_in_the_inactive_slot_and_boots_next_as_a_trial() {
 
     // From stdin (curl -s URL | proxyha update install -): the running version is still the
     // binary's 0.1.0, so 0.2.0 installs again into B.
-    let again = Command::new(env!("CARGO_BIN_EXE_proxyha"))
-        .args(["update", "install", "-", "--config", cfg.to_str().unwrap()])
-        .env("PROXYHA_UPDATE_ROOT", &a.root)
+    let again = a
+        .command(&["update", "install", "-", "--config", cfg.to_str().unwrap()])
         .stdin(std::fs::File::open(&b).unwrap())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -437,15 +439,14 @@ fn an_install_killed_while_writing_leaves_the_running_slot_booting() {
     let img = root_image("0.2.0", SLOT_SIZE - 4096);
     let b = a.bundle("big", "0.2.0", "generic-x86-64", "today", &img);
     let cfg = a.path("etc/proxyha.toml");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_proxyha"))
-        .args([
+    let mut child = a
+        .command(&[
             "update",
             "install",
             b.to_str().unwrap(),
             "--config",
             cfg.to_str().unwrap(),
         ])
-        .env("PROXYHA_UPDATE_ROOT", &a.root)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

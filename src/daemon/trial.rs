@@ -22,10 +22,10 @@ impl Shell {
         if !health.healthy(now) {
             return;
         }
+        let (slot, try_n) = (trial.slot, trial.try_n);
         let trial = trial.clone();
         let layout = layout.clone();
         let running = crate::update::VERSION;
-        let started = self.started;
         let r = tokio::task::spawn_blocking(move || {
             crate::update::boot::commit(&layout, &trial, running)
         })
@@ -34,10 +34,8 @@ impl Shell {
         match r {
             Ok(()) => {
                 log::info!(
-                    "update: {running} in slot {} is healthy {:.1} s after start: marked good (boot {} of {})",
-                    self.trial.as_ref().map_or("?", |(t, _)| t.slot.letter()),
-                    started.elapsed().as_secs_f64(),
-                    self.trial.as_ref().map_or(0, |(t, _)| t.try_n),
+                    "update: {running} in slot {slot} is healthy {:.1} s after start: marked good (boot {try_n} of {})",
+                    self.started.elapsed().as_secs_f64(),
                     crate::update::slots::TRIES,
                 );
                 self.trial = None;

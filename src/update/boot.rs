@@ -106,13 +106,11 @@ pub fn at_start(
 pub fn commit(layout: &Layout, trial: &Trial, running: &str) -> Result<(), String> {
     let env = layout.read_env()?;
     let new = slots::mark_good(&env, trial.slot, running).map_err(|e| e.to_string())?;
-    let _rw = layout.esp_writable()?;
-    layout.write_env(&new)
+    layout.save_env(&new)
 }
 
 fn write(layout: &Layout, env: &super::grubenv::EnvBlock) {
-    let r = layout.esp_writable().and_then(|_rw| layout.write_env(env));
-    if let Err(e) = r {
+    if let Err(e) = layout.save_env(env) {
         log::error!("update: {e}");
     }
 }

@@ -193,10 +193,7 @@ pub fn mark(good: bool) -> u8 {
     } else {
         slots::mark_bad(&env, booted)
     };
-    let r = new.and_then(|new| {
-        let _rw = layout.esp_writable()?;
-        layout.write_env(&new)
-    });
+    let r = new.and_then(|new| layout.save_env(&new));
     match r {
         Ok(()) => {
             let text = if good {

@@ -86,8 +86,12 @@ impl Health {
         out
     }
 
+    /// `missing(now).is_empty()` without building the texts (checked after every input of
+    /// the supervisor's loop during a trial).
     pub fn healthy(&self, now: Instant) -> bool {
-        self.missing(now).is_empty()
+        self.vrrp_ready_at().is_some_and(|t| now >= t)
+            && (self.data_path || !self.needs_data_path)
+            && (self.proxy || !self.needs_proxy)
     }
 
     /// When VRRP alone will have run long enough (for a timer), if it runs now.
@@ -113,6 +117,7 @@ mod tests {
         h.proxy_listening(true);
         assert!(!h.healthy(t0 + 2 * s));
         assert!(h.healthy(t0 + 3 * s));
+        assert!(h.missing(t0 + 3 * s).is_empty());
         assert_eq!(h.vrrp_ready_at(), Some(t0 + 3 * s));
     }
 

@@ -113,6 +113,12 @@ impl Layout {
         r.map_err(|e| format!("writing {}: {e}", p.display()))
     }
 
+    /// [`Layout::write_env`] with the ESP writable for the moment (one write on its own).
+    pub fn save_env(&self, env: &EnvBlock) -> Result<(), String> {
+        let _rw = self.esp_writable()?;
+        self.write_env(env)
+    }
+
     /// Makes the ESP writable while the guard lives (the appliance mounts it read-only).
     pub fn esp_writable(&self) -> Result<EspGuard, String> {
         if !self.is_system() || !mounted_ro(&self.esp()) {
