@@ -3,10 +3,12 @@
 #
 #   sudo image/build.sh [BOARD]        # BOARD = <family>/<board> under board/, default x86_64/generic-x86-64
 #
-# Steps: host tools -> signing key -> static proxyha -> kernel + busybox debs -> trimmed modules ->
-# initramfs -> root slot (squashfs, with the keyring) -> update bundle (.update, signed) -> ESP (GRUB
-# EFI, per-slot kernel/initramfs, grubenv) -> GPT disk (genimage) -> .img.xz, .qcow2, .vmdk + .ova,
-# .vhdx. Everything lands in image/out/; image/out/cache keeps the downloaded .debs between runs.
+# Steps: host tools -> signing key -> static proxyha -> kernel + busybox debs -> initramfs
+# (image/initramfs.sh) -> root slot (trimmed modules, overlay, image/rootfs-finish.sh, squashfs) ->
+# GRUB images -> image/assemble.sh: update bundle (.update, signed), ESP, GPT disk (genimage),
+# .img.xz, .qcow2, .vmdk + .ova, .vhdx. The three image/*.sh steps are the ones the Buildroot build
+# (buildroot-external/) runs too. Everything lands in image/out/; image/out/cache keeps the
+# downloaded .debs between runs.
 # Needs root (apt-get for missing host tools; genimage and mksquashfs run unprivileged-safe, no
 # loop mounts).
 #
@@ -28,16 +30,13 @@ common=$top/board/common
 out=$here/out
 work=$out/work
 cache=$out/cache
-stage=$out/stage
 nice=(nice -n "${NICE:-15}")
 
 log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
 die() { printf 'image/build.sh: %s\n' "$*" >&2; exit 1; }
 
-tmpdirs=()
 cleanup() {
 	local rc=$?
-	for d in "${tmpdirs[@]}"; do rm -rf "$d"; done
 	[ $rc -eq 0 ] || printf 'image/build.sh: failed (exit %d); partial output left in %s\n' $rc "$out" >&2
 }
 trap cleanup EXIT
@@ -52,24 +51,9 @@ log "host tools"
 "$here/host-deps.sh"
 
 # ---- signing key -----------------------------------------------------------------------------
-if [ -n "${PROXYHA_SIGNING_KEY:-}" ]; then
-	sign_key=$PROXYHA_SIGNING_KEY
-	sign_pub=${PROXYHA_SIGNING_PUB:-${sign_key%.key}.pub}
-	[ -f "$sign_key" ] || die "PROXYHA_SIGNING_KEY=$sign_key: no such file"
-	[ -f "$sign_pub" ] || die "public half of $sign_key not found at $sign_pub; set PROXYHA_SIGNING_PUB"
-	log "signing key: $sign_key"
-else
-	sign_key=$out/keys/dev.key
-	sign_pub=$out/keys/dev.pub
-	if [ ! -f "$sign_key" ]; then
-		mkdir -p "$out/keys"
-		minisign -G -W -p "$sign_pub" -s "$sign_key" >/dev/null
-		log "signing key: generated a DEVELOPMENT key $sign_key (no PROXYHA_SIGNING_KEY); not for production"
-	else
-		log "signing key: the DEVELOPMENT key $sign_key (no PROXYHA_SIGNING_KEY); not for production"
-	fi
-fi
-export PROXYHA_SIGNING_KEY=$sign_key
+# shellcheck source=image/signing-key.sh
+. "$here/signing-key.sh"
+signing_key "$out"
 
 # ---- proxyha, statically linked ------------------------------------------------------------------
 log "proxyha (static, $RUST_TARGET${PROXYHA_VERSION:+, version $PROXYHA_VERSION})"
@@ -130,19 +114,11 @@ install_modules() { # list dest
 	depmod -b "$dest" "$kver"
 }
 
-# ---- initramfs -----------------------------------------------------------------------------------
+# ---- initramfs (image/initramfs.sh, shared with the Buildroot build) ---------------------------
 log "initramfs"
-initrd=$work/initramfs
-rm -rf "$initrd"
-mkdir -p "$initrd"/{bin,dev,proc,sys,newroot}
-cp "$busybox" "$initrd/bin/busybox"
-for a in sh mount umount mkdir cat sed grep find sort xargs sleep modprobe switch_root setsid cttyhack reboot; do
-	ln -s busybox "$initrd/bin/$a"
-done
-install -m 0755 "$common/initramfs/init" "$initrd/init"
-install_modules "$board_dir/modules-boot.list" "$initrd"
-(cd "$initrd" && find . -print0 | sort -z | cpio --null -o -H newc --owner=0:0 --quiet) |
-	"${nice[@]}" xz -9 --check=crc32 >"$work/initrd.img"
+mkdir -p "$work/kernel/bin"
+cp "$busybox" "$work/kernel/bin/busybox"
+"$here/initramfs.sh" "$work/kernel" "$kver" "$board_path" "$work/initrd.img"
 
 # ---- root slot -----------------------------------------------------------------------------------
 log "root slot"
@@ -168,105 +144,25 @@ install -m 0755 -D "$work/tinyproxy/usr/bin/tinyproxy" "$rootfs/usr/bin/tinyprox
 install -m 0644 -D "$work/tinyproxy/usr/share/tinyproxy/default.html" "$rootfs/usr/share/tinyproxy/default.html"
 install_modules "$board_dir/modules.list" "$rootfs"
 cp -a "$common/rootfs-overlay/." "$rootfs/"
-# The keyring this slot trusts for the next update: the signing key's public half, and more.
-mkdir -p "$rootfs/usr/share/proxyha/keys"
-install -m 0644 "$sign_pub" "$rootfs/usr/share/proxyha/keys/$(basename "$sign_pub")"
-if [ -n "${PROXYHA_TRUSTED_KEYS:-}" ]; then
-	for k in "$PROXYHA_TRUSTED_KEYS"/*.pub; do
-		[ -f "$k" ] && install -m 0644 "$k" "$rootfs/usr/share/proxyha/keys/"
-	done
-fi
-[ -d "$board_dir/rootfs-overlay" ] && cp -a "$board_dir/rootfs-overlay/." "$rootfs/"
-# Mutable state lives on the data partition (or tmpfs).
-ln -s /data/etc/proxyha "$rootfs/etc/proxyha"
-ln -s /data/log "$rootfs/var/log"
-ln -s /run "$rootfs/var/run"
-ln -s /data/state "$rootfs/var/lib"
-ln -s /proc/mounts "$rootfs/etc/mtab"
-ln -s /data/etc/resolv.conf "$rootfs/etc/resolv.conf"
-cat >"$rootfs/etc/os-release" <<EOF
-NAME="ProxyHA"
-ID=proxyha
-VERSION_ID=$version
-PRETTY_NAME="ProxyHA $version"
-VARIANT_ID=$BOARD_ID
-EOF
+"$here/rootfs-finish.sh" "$rootfs" "$version" "$board_path"
 rm -f "$work/rootfs.squashfs"
 "${nice[@]}" mksquashfs "$rootfs" "$work/rootfs.squashfs" -all-root -comp xz -Xbcj x86 -b 256K \
 	-noappend -quiet -no-progress
 
-# ---- update bundle -------------------------------------------------------------------------------
-name=proxyha-$version-$BOARD_ID
-kernel=$work/kernel/boot/vmlinuz-$kver
-log "update bundle $name.update"
-"$here/make-bundle.sh" "$out/$name.update" "$version" "$BOARD_ID" "$work/rootfs.squashfs" \
-	"$kernel" "$work/initrd.img"
-if [ "${BUNDLE_ONLY:-0}" = 1 ]; then
-	size() { du -b "$1" | awk '{printf "%6.1f MiB", $1 / 1048576}'; }
-	printf '  %-28s %s\n' "$name.update" "$(size "$out/$name.update")"
-	exit 0
-fi
-
-# ---- ESP ---------------------------------------------------------------------------------------
-log "ESP (GRUB EFI)"
-esp=$work/esp
-rm -rf "$esp"
-mkdir -p "$esp/EFI/BOOT" "$esp/A"
-cp "$kernel" "$esp/A/vmlinuz"
-cp "$work/initrd.img" "$esp/A/initrd.img"
-grub-mkimage -O x86_64-efi -p /EFI/BOOT -o "$esp/EFI/BOOT/BOOTX64.EFI" \
-	part_gpt fat normal linux echo test configfile loadenv sleep reboot halt serial terminal \
-	efi_gop all_video gzio search search_label
-sed "s|@KERNEL_CONSOLE@|$KERNEL_CONSOLE|" "$board_dir/grub.cfg" >"$esp/EFI/BOOT/grub.cfg"
-# Legacy BIOS: the same grub.cfg and grubenv, read from the ESP (first partition).
+# ---- GRUB images: EFI, and legacy BIOS with the board's early config (Buildroot's grub2 package
+# makes the same two from BR2_TARGET_GRUB2_BUILTIN_*; buildroot-external/check.sh compares) -----
+log "GRUB (x86_64-efi, i386-pc)"
 grub_bios=/usr/lib/grub/i386-pc
-grub-mkimage -O i386-pc -p "(hd0,gpt1)/EFI/BOOT" -o "$work/core.img" \
-	biosdisk part_gpt fat normal linux echo test configfile loadenv sleep reboot halt serial terminal \
-	gzio search search_label
-grub-editenv "$esp/EFI/BOOT/grubenv" create
-grub-editenv "$esp/EFI/BOOT/grubenv" set ORDER="A B" A_OK=1 A_TRY=0 B_OK=0 B_TRY=0 A_VERSION="$version"
-"$proxyha_bin" config example >"$esp/proxyha.toml.example"
-cat >"$esp/README.txt" <<'EOF'
-ProxyHA boot partition.
+# shellcheck disable=SC2086 # the module lists are word lists
+grub-mkimage -O x86_64-efi -p /EFI/BOOT -o "$work/BOOTX64.EFI" $GRUB_MODULES_EFI
+# shellcheck disable=SC2086
+grub-mkimage -O i386-pc -p "($GRUB_BOOT_PARTITION)/boot/grub" -c "$board_dir/grub-early.cfg" -o "$work/core.img" $GRUB_MODULES_PC
 
-First boot: copy proxyha.toml.example to proxyha.toml here (mount the image, or this partition)
-and edit it. At boot it is checked; if valid it is installed on the data partition and used,
-if not the console shows proxyha.toml:LINE:COL and the installed config stays.
-EOF
-
-# ---- disk ----------------------------------------------------------------------------------------
-log "disk (genimage, $board_path)"
-rm -rf "$stage" "$out/images"
-mkdir -p "$stage" "$out/images"
-cp -a "$esp" "$stage/esp"
-cp "$work/rootfs.squashfs" "$work/core.img" "$stage/"
-gtmp=$(mktemp -d "$out/genimage.XXXXXX")
-tmpdirs+=("$gtmp")
-mkdir -p "$gtmp/root"
-"${nice[@]}" genimage --config "$board_dir/genimage.cfg" --rootpath "$gtmp/root" --tmppath "$gtmp/tmp" \
-	--inputpath "$stage" --outputpath "$out/images" >"$work/genimage.log" 2>&1 ||
-	{ cat "$work/genimage.log" >&2; die "genimage failed"; }
-
-# ---- outputs -------------------------------------------------------------------------------------
-img=$out/$name.img
-mv "$out/images/proxyha.img" "$img"
-
-# Legacy BIOS boot: boot.img's code into the protective MBR (bytes 0..439, the partition table
-# stays), with the LBA of core.img at 0x5c; core.img's first sector (diskboot) loads the rest,
-# its blocklist (start at 0x1f4) must name the absolute LBA of core.img's second sector. This is
-# what grub-bios-setup does, done on the image file.
-bios_lba=$(partx -g -o START,NAME "$img" | awk '$2 == "bios" {print $1}')
-[ -n "$bios_lba" ] || die "no bios partition in $img"
-le64() { local i; for i in 0 1 2 3 4 5 6 7; do printf "\\$(printf %o $((($1 >> (8 * i)) & 255)))"; done; }
-dd if="$grub_bios/boot.img" of="$img" bs=440 count=1 conv=notrunc status=none
-le64 "$bios_lba" | dd of="$img" bs=1 seek=$((0x5c)) conv=notrunc status=none
-le64 $((bios_lba + 1)) | dd of="$img" bs=1 seek=$((bios_lba * 512 + 0x1f4)) conv=notrunc status=none
-log "outputs"
-"${nice[@]}" xz -T1 -6 -k -f "$img"
-"${nice[@]}" qemu-img convert -f raw -O qcow2 -c "$img" "$out/$name.qcow2"
-"${nice[@]}" qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$img" "$out/$name.vmdk"
-"${nice[@]}" qemu-img convert -f raw -O vhdx -o subformat=dynamic,block_size=1M "$img" "$out/$name.vhdx"
-"$here/make-ova.sh" "$out/$name.vmdk" "$out/$name.ova" "$name"
+# ---- bundle, ESP, disk, formats (image/assemble.sh, shared with the Buildroot build) -------------
+"$here/assemble.sh" "$board_path" "$out" "$version" "$work/rootfs.squashfs" "$work/kernel/boot/vmlinuz-$kver" \
+	"$work/initrd.img" "$work/BOOTX64.EFI" "$work/core.img" "$grub_bios/boot.img" \
+	"$rootfs/usr/share/proxyha/proxyha.toml.example"
+[ "${BUNDLE_ONLY:-0}" = 1 ] && exit 0
 
 size() { du -b "$1" | awk '{printf "%6.1f MiB", $1 / 1048576}'; }
 {
@@ -274,10 +170,7 @@ size() { du -b "$1" | awk '{printf "%6.1f MiB", $1 / 1048576}'; }
 	printf '  %-28s %s\n' "proxyha (static, stripped)" "$(size "$rootfs/usr/bin/proxyha")"
 	printf '  %-28s %s (%s modules)\n' "root slot (squashfs)" "$(size "$work/rootfs.squashfs")" \
 		"$(find "$rootfs/lib/modules" -name '*.ko' | wc -l)"
-	printf '  %-28s %s (%s modules)\n' "initramfs" "$(size "$work/initrd.img")" \
-		"$(find "$initrd/lib/modules" -name '*.ko' | wc -l)"
-	printf '  %-28s %s\n' "kernel" "$(size "$esp/A/vmlinuz")"
-	for f in "$out/$name.update" "$img" "$img.xz" "$out/$name.qcow2" "$out/$name.vmdk" "$out/$name.ova" "$out/$name.vhdx"; do
-		printf '  %-28s %s\n' "$(basename "$f")" "$(size "$f")"
-	done
+	printf '  %-28s %s\n' "initramfs" "$(size "$work/initrd.img")"
+	printf '  %-28s %s\n' "kernel" "$(size "$work/kernel/boot/vmlinuz-$kver")"
+	cat "$out/formats.txt"
 } | tee "$out/sizes.txt"

@@ -392,56 +392,9 @@ pub fn example() -> &'static str {
     EXAMPLE
 }
 
-const EXAMPLE: &str = r#"# ProxyHA configuration (/etc/proxyha/proxyha.toml). Check with: proxyha config check FILE
-# Unknown keys are errors. Commented-out keys show their default.
-
-[node]
-name = "jupiter"                 # default: the host name
-management_ip = "10.10.74.70"    # this node's own address on the HA interface (never the VIP)
-# capacity = 2.0                 # relative capacity, > 0; default: number of CPUs
-
-[ha]
-# interface = "eth0"             # the HA interface; may be a bond (bond0)
-virtual_ip = "10.10.74.74"       # required: the address clients use, shared by the group
-# virtual_router_id = 51         # 1..=255; the same on every node of the group
-# lb_id = 51                     # 1..=255; two groups on one subnet need different IDs
-priority = 99                    # required: 1..=254 director candidate (highest wins), 0 scanning only
-# advert_interval_ms = 1000      # v3: multiple of 10 in 10..=40950; v2: multiple of 1000 in 1000..=255000
-# preempt = true                 # a returning higher-priority node takes over again
-# vrrp_version = 3               # 3 or 2
-# vrrp_checksum = "pseudo-header" # v3 checksum: "pseudo-header" (keepalived, FRR) or "vrrp-only" (RFC 9568, Cisco, Juniper)
-port_redirects = [9090, 2121]    # ports shared by the group; or { port = 80, to = 9090 }
-# sticky_idle_s = 300            # a client stays on its node until idle this long; 1..=86400
-# mode = "direct"                # "direct" (replies bypass the director) or "nat"
-# auth_key = "…"                 # membership HMAC-SHA256 secret, 16..=255 bytes, the same on every node
-# drain = "port"                 # a failed listener leaves its port's pool ("port") or every pool ("node")
-
-[control]
-# socket = "/run/proxyha/control.sock"
-# state_dir = "/var/lib/proxyha"  # maintenance state (proxyha drain) kept across restarts
-
-[log]
-# target = "syslog"              # "syslog" | "stderr" | "file:/absolute/path"
-# level = "info"                 # "error" | "warn" | "info" | "debug" | "trace"
-# remote = "udp://10.10.74.5:514" # appliance: syslogd also sends every line there (port default 514)
-
-# Appliance only: the network, applied by proxyha at start. Leave the section out on a host whose
-# network is managed otherwise.
-# [network]
-# interface = "eth0"             # default: bond.name with a bond, else eth0
-# address = "10.10.74.70/24"     # required: A.B.C.D/N, this node's address (node.management_ip)
-# gateway = "10.10.74.1"         # default route, inside the address's subnet
-# dns = ["10.10.74.2"]           # up to 3 name servers, written to /etc/resolv.conf
-# hostname = "jupiter"           # default: node.name
-# bond = { name = "bond0", slaves = ["eth0", "eth1"], mode = "active-backup" }
-
-# [appliance]
-# builtin_proxy = true           # the image's forward proxy on 0.0.0.0:9090; false to bring your own
-
-# [update]
-# health_timeout_s = 300         # a new version not healthy this long after boot reboots (30..=3600);
-#                                # after 3 tries the box goes back to the previous version
-"#;
+// The file is also installed as /usr/share/proxyha/proxyha.toml.example by both image builds
+// (image/rootfs-finish.sh), and copied to the ESP as the first-boot template.
+const EXAMPLE: &str = include_str!("config.example.toml");
 
 // ---------------------------------------------------------------------------------------
 // The walker

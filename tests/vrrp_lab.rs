@@ -10,6 +10,7 @@
 //! ```
 
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use proxyha::lab::{self, Daemon, Host, Kind, Lab, Prober, Status, VrrpOpts};
@@ -435,9 +436,15 @@ fn interop(test: &str, first: Kind, version: u8) {
         first.as_str(),
         second.as_str()
     );
+    // n1 starts half a second ahead: with both started at once, the two Master_Down_Intervals
+    // (3.613 s for 99, 3.652 s for 89) end 40 ms apart, keepalived's start-up is longer than that,
+    // so n2 becomes master first and keepalived 2.2.7, seeing the lower-priority advert just as
+    // its own timer ends, sometimes waits more than an advert interval before it preempts (1 run
+    // in 6: > 4.6 s). That start-up race is keepalived's; the preemption itself is tested below.
     let t0 = Instant::now();
-    let d2 = c.lab.start(second, &c.nodes[1], &o2).expect("starting n2");
     let d1 = c.lab.start(first, &c.nodes[0], &o1).expect("starting n1");
+    thread::sleep(Duration::from_millis(500));
+    let d2 = c.lab.start(second, &c.nodes[1], &o2).expect("starting n2");
     let proxyha = if first == Kind::Proxyha { &d1 } else { &d2 };
     wait_sole_holder(
         &c.lab,
