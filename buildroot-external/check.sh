@@ -35,9 +35,15 @@ trap 'rm -rf "$tmp"' EXIT
 if [ -n "${BUILDROOT:-}" ]; then
 	br=$(cd "$BUILDROOT" && pwd)
 else
-	tarball=$(find "$top/../shared/buildroot" -maxdepth 1 -name 'buildroot-*.tar.xz' 2>/dev/null | sort | tail -n 1)
+	# The snapshot beside the project (../shared/buildroot), also for a clone elsewhere on this
+	# machine (/work/shared/buildroot), or BUILDROOT_TARBALL=FILE.
+	tarball=${BUILDROOT_TARBALL:-}
+	for d in "$top/../shared/buildroot" "$top/../../shared/buildroot" /work/shared/buildroot; do
+		[ -n "$tarball" ] && break
+		tarball=$(find "$d" -maxdepth 1 -name 'buildroot-2025.02*.tar.xz' 2>/dev/null | sort | tail -n 1)
+	done
 	if [ -z "$tarball" ]; then
-		echo "buildroot-external/check.sh: no Buildroot: set BUILDROOT=DIR or put buildroot-2025.02.x.tar.xz in $top/../shared/buildroot/"
+		echo "buildroot-external/check.sh: no Buildroot: set BUILDROOT=DIR (a tree) or BUILDROOT_TARBALL=FILE, or put buildroot-2025.02.x.tar.xz in $top/../shared/buildroot/"
 		[ "${CI:-}" = true ] && exit 1
 		exit 0
 	fi

@@ -17,7 +17,7 @@ for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
-	# shellcheck source=scripts/root.sh
+	# shellcheck source=/dev/null
 	. "$(dirname "$0")/../scripts/root.sh"
 	need_root "$0" "$@"
 	echo "installing: ${missing[*]}"

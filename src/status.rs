@@ -891,12 +891,12 @@ mod tests {
             let path = scratch_socket(name);
             let listener = UnixListener::bind(&path).ok();
             let accept = async {
-                if let Some(listener) = &listener {
-                    if let Ok((stream, _)) = listener.accept().await {
-                        let mut stream = BufReader::new(stream);
-                        let _ = read_line(&mut stream).await;
-                        let _ = stream.get_mut().write_all(answer).await;
-                    }
+                if let Some(listener) = &listener
+                    && let Ok((stream, _)) = listener.accept().await
+                {
+                    let mut stream = BufReader::new(stream);
+                    let _ = read_line(&mut stream).await;
+                    let _ = stream.get_mut().write_all(answer).await;
                 }
             };
             let (_, result) = tokio::join!(accept, request(&path, &Request::Status));

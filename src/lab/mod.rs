@@ -578,10 +578,10 @@ impl Host {
         let mut addrs = Vec::new();
         for link in v.as_array().into_iter().flatten() {
             for a in link["addr_info"].as_array().into_iter().flatten() {
-                if a["family"] == "inet" {
-                    if let Some(ip) = a["local"].as_str().and_then(|s| s.parse().ok()) {
-                        addrs.push(ip);
-                    }
+                if a["family"] == "inet"
+                    && let Some(ip) = a["local"].as_str().and_then(|s| s.parse().ok())
+                {
+                    addrs.push(ip);
                 }
             }
         }

@@ -275,8 +275,10 @@ impl Repr {
     ) -> Option<Repr> {
         let ms = interval.as_millis();
         let advert_int = match version {
-            Version::V3 if ms % 10 == 0 && (10..=40_950).contains(&ms) => (ms / 10) as u16,
-            Version::V2 if ms % 1000 == 0 && (1000..=255_000).contains(&ms) => (ms / 1000) as u16,
+            Version::V3 if ms.is_multiple_of(10) && (10..=40_950).contains(&ms) => (ms / 10) as u16,
+            Version::V2 if ms.is_multiple_of(1000) && (1000..=255_000).contains(&ms) => {
+                (ms / 1000) as u16
+            }
             _ => return None,
         };
         if addresses.is_empty() || addresses.len() > 255 {
