@@ -40,7 +40,8 @@ else
 	tarball=${BUILDROOT_TARBALL:-}
 	for d in "$top/../shared/buildroot" "$top/../../shared/buildroot" /work/shared/buildroot; do
 		[ -n "$tarball" ] && break
-		tarball=$(find "$d" -maxdepth 1 -name 'buildroot-2025.02*.tar.xz' 2>/dev/null | sort | tail -n 1)
+		[ -d "$d" ] || continue
+		tarball=$(find "$d" -maxdepth 1 -name 'buildroot-2025.02*.tar.xz' | sort | tail -n 1)
 	done
 	if [ -z "$tarball" ]; then
 		echo "buildroot-external/check.sh: no Buildroot: set BUILDROOT=DIR (a tree) or BUILDROOT_TARBALL=FILE, or put buildroot-2025.02.x.tar.xz in $top/../shared/buildroot/"
