@@ -78,6 +78,14 @@ pub struct Status {
     /// port 9091").
     #[serde(default)]
     pub direct_only_ports: Vec<u16>,
+    /// Sticky pins: on the director those in its kernel map (as last read), on a standby
+    /// those it holds from the director; null when load sharing is off.
+    #[serde(default)]
+    pub pins: Option<u64>,
+    /// Standby: the age in seconds of its newest complete copy of the director's pins (null
+    /// before the first, and on the director).
+    #[serde(default)]
+    pub pins_age_s: Option<f64>,
 }
 
 /// A peer that disagrees with our group settings.
@@ -300,6 +308,16 @@ pub fn render_table(status: &Status) -> String {
     rows.push(("version", status.version.clone()));
     if let Some(d) = status.director {
         rows.push(("director", d.to_string()));
+    }
+    if let Some(p) = status.pins {
+        let held = match (status.director == status.management_ip, status.pins_age_s) {
+            (true, _) => format!("{p} (live, in this director's kernel map)"),
+            (false, Some(age)) => {
+                format!("{p} held from the director (complete copy {age:.0} s old)")
+            }
+            (false, None) => format!("{p} held from the director (no complete copy yet)"),
+        };
+        rows.push(("pins", held));
     }
     for (i, n) in status.nodes.iter().enumerate() {
         let ports: Vec<String> = n
@@ -643,6 +661,8 @@ mod tests {
             direct_only_ports: vec![22, 9091],
             draining: false,
             update_missing: None,
+            pins: Some(1234),
+            pins_age_s: Some(12.0),
         }
     }
 

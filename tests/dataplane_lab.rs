@@ -12,7 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use proxyha::dataplane::{
-    Dataplane, Desired, DirectorState, Mode, NftDataplane, NftOptions, PortPool, PortRedirect, Role,
+    Dataplane, Desired, DirectorState, Mode, NftDataplane, NftOptions, PinReads, PortPool,
+    PortRedirect, Role,
 };
 use proxyha::director::scheduler::bucket_of;
 
@@ -204,6 +205,7 @@ fn dp(lab: &Lab, n: &str) -> NftDataplane {
     NftDataplane::new(NftOptions {
         wrap: vec!["ip".into(), "netns".into(), "exec".into(), lab.ns(n)],
         timeout: Duration::from_secs(10),
+        netns: Some(format!("/run/netns/{}", lab.ns(n)).into()),
     })
 }
 
@@ -375,12 +377,34 @@ fn run_lab(mode: Mode, tag: &str) {
     director
         .apply(&desired(mode, director_role(table2.clone())))
         .expect("applying the new table");
-    let pins = director.sticky_dump().expect("dumping pins");
+    let read = director
+        .read_pins(&PinReads {
+            fresh: true,
+            full: true,
+            ..PinReads::default()
+        })
+        .expect("reading pins over netlink");
+    let pins = read.full.unwrap_or_default();
     assert_eq!(
         pins.len(),
         60,
         "one pin per client survived the table change"
     );
+    // New pins also went into the `fresh` map, where the director reads new pins from.
+    assert_eq!(read.fresh.len(), 60, "every new pin noted in fresh");
+    // Looking pins up by key: found, with their node; an unknown key is missing.
+    let keys: Vec<(Ipv4Addr, u16)> = first
+        .iter()
+        .map(|c| (*c, 9090))
+        .chain([(Ipv4Addr::new(10, 88, 9, 9), 9090)])
+        .collect();
+    let looked = director
+        .read_pins(&PinReads {
+            lookup: keys,
+            ..PinReads::default()
+        })
+        .expect("looking pins up");
+    assert_eq!((looked.found.len(), looked.missing.len()), (60, 1));
     let again = connect(&lab, &first);
     let moved = first
         .iter()

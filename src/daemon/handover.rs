@@ -46,7 +46,10 @@ impl Shell {
             );
             return false;
         }
-        lb.worker.pinned();
+        // The newest pins first (the reply triggers the request to the successor).
+        let mut reads = lb.cluster.pin_reads(now);
+        reads.fresh = true;
+        lb.worker.read_pins(reads);
         self.leave = Some(Leave::Syncing {
             deadline: now + HANDOVER_SYNC_WAIT,
         });

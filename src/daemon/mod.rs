@@ -343,9 +343,9 @@ pub async fn run(
                         lb.retry_at.get_or_insert(Instant::now() + APPLY_RETRY);
                     }
                 }
-                Done::Pinned(p) => {
+                Done::PinsRead(r) => {
                     if let Some(lb) = shell.lb.as_mut() {
-                        lb.cluster.set_pins(&p);
+                        lb.cluster.handle_pins_read(Instant::now(), r);
                     }
                     if matches!(shell.leave, Some(Leave::Syncing { .. })) {
                         shell.ask_successor(&mut router);
@@ -525,10 +525,11 @@ impl LoadSharing {
             Err(e) => log::warn!("{e}"),
         }
         self.ticks += 1;
-        // Every period: the pins go out with the next announcement, so a standby director
-        // loses at most about a second of new assignments.
-        if self.cluster.is_director() {
-            self.worker.pinned();
+        // Every period, on the director: the kernel reads replication needs (new pins, the
+        // few whose expiry is near), so a standby loses at most about a second of them.
+        let reads = self.cluster.pin_reads(now);
+        if !reads.is_empty() {
+            self.worker.read_pins(reads);
         }
         self.cluster.handle_local_load(load);
         all_listening
@@ -840,6 +841,12 @@ impl Shell {
                 }))
                 .collect(),
             director: self.lb.as_ref().and_then(|lb| lb.cluster.director()),
+            pins: self.lb.as_ref().map(|lb| lb.cluster.pins_held() as u64),
+            pins_age_s: self
+                .lb
+                .as_ref()
+                .and_then(|lb| lb.cluster.pins_age(now))
+                .map(|d| d.as_secs_f64()),
             nodes: self
                 .lb
                 .as_ref()

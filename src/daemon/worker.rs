@@ -5,14 +5,12 @@
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use crate::dataplane::{
-    Dataplane, Desired, NftDataplane, NftOptions, Role, StickyEntry, void_pins,
-};
+use crate::dataplane::{Dataplane, Desired, NftDataplane, NftOptions, PinReads, PinsRead, Role};
 
 enum Cmd {
     Apply(Desired),
-    /// Read the live sticky pins (status counts and replication to standby directors).
-    Pinned,
+    /// The director's reads for replication (netlink, cost by change).
+    ReadPins(PinReads),
     Teardown,
 }
 
@@ -22,7 +20,7 @@ pub enum Done {
     /// The result, whether that state carried replicated pins to load, and whether it was
     /// the director's.
     Applied(Result<(), String>, bool, bool),
-    Pinned(Vec<StickyEntry>),
+    PinsRead(PinsRead),
 }
 
 pub struct Worker {
@@ -37,8 +35,6 @@ impl Worker {
             .name("dataplane".into())
             .spawn(move || {
                 let mut dp = NftDataplane::new(NftOptions::default());
-                // The last state applied: which pins are void.
-                let mut applied: Option<Desired> = None;
                 while let Ok(mut cmd) = rx.recv() {
                     // Coalesce: of several queued applies only the last one counts; a
                     // teardown ends everything.
@@ -46,8 +42,8 @@ impl Worker {
                         match (&cmd, next) {
                             (Cmd::Teardown, _) => {}
                             (_, next @ Cmd::Teardown) => cmd = next,
-                            (Cmd::Apply(_), Cmd::Pinned) => {
-                                let _ = done.send(Done::Pinned(pinned(&mut dp, applied.as_ref())));
+                            (Cmd::Apply(_), Cmd::ReadPins(r)) => {
+                                let _ = done.send(Done::PinsRead(read_pins(&mut dp, &r)));
                             }
                             (_, next) => cmd = next,
                         }
@@ -57,11 +53,10 @@ impl Worker {
                             let preload = matches!(&d.role, Role::Director(s) if !s.sticky_preload.is_empty());
                             let director = matches!(&d.role, Role::Director(_));
                             let r = dp.apply(&d).map_err(|e| e.to_string());
-                            applied = r.is_ok().then_some(d);
                             let _ = done.send(Done::Applied(r, preload, director));
                         }
-                        Cmd::Pinned => {
-                            let _ = done.send(Done::Pinned(pinned(&mut dp, applied.as_ref())));
+                        Cmd::ReadPins(r) => {
+                            let _ = done.send(Done::PinsRead(read_pins(&mut dp, &r)));
                         }
                         Cmd::Teardown => {
                             if let Err(e) = dp.teardown() {
@@ -82,8 +77,8 @@ impl Worker {
         let _ = self.tx.send(Cmd::Apply(d));
     }
 
-    pub fn pinned(&self) {
-        let _ = self.tx.send(Cmd::Pinned);
+    pub fn read_pins(&self, reads: PinReads) {
+        let _ = self.tx.send(Cmd::ReadPins(reads));
     }
 
     /// Removes everything of ours from the kernel and waits for it (on a blocking thread,
@@ -96,75 +91,49 @@ impl Worker {
     }
 }
 
-/// The live pins, after deleting the void ones (pins to a node that no longer serves
-/// their port), so those clients get a pin of their own with their next packet.
-fn pinned(dp: &mut impl Dataplane, applied: Option<&Desired>) -> Vec<StickyEntry> {
-    let mut pins = dp.sticky_dump().unwrap_or_default();
-    if let Some(d) = applied {
-        let void = void_pins(d, &pins);
-        if !void.is_empty() {
-            log::debug!("deleting {} void pins", void.len());
-            if let Err(e) = dp.sticky_prune(&void) {
-                log::warn!("{e}");
-            }
-            pins.retain(|e| !void.contains(e));
+/// The reads, or what part of them could be done: a failed read is logged and the
+/// director's view simply stays as it was until the next period.
+fn read_pins(dp: &mut impl Dataplane, reads: &PinReads) -> PinsRead {
+    match dp.read_pins(reads) {
+        Ok(r) => r,
+        Err(e) => {
+            log::warn!("{e}");
+            PinsRead::default()
         }
     }
-    pins
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::{
-        Call, DirectorState, Mode, PortPool, PortRedirect, RecordingDataplane, mark_of,
-    };
+    use crate::dataplane::{Call, RecordingDataplane, StickyEntry, mark_of};
     use std::net::Ipv4Addr;
 
     #[test]
-    fn pinned_deletes_void_pins_and_reports_the_rest() {
-        let (d, n2, n3) = (
-            Ipv4Addr::new(10, 9, 0, 1),
-            Ipv4Addr::new(10, 9, 0, 2),
-            Ipv4Addr::new(10, 9, 0, 3),
-        );
-        let desired = Desired {
-            vip: Ipv4Addr::new(10, 9, 0, 100),
-            interface: "eth0".into(),
-            redirects: vec![PortRedirect { port: 21, to: 21 }],
-            mode: Mode::Direct,
-            role: Role::Director(DirectorState {
-                self_addr: d,
-                nodes: vec![n2, n3],
-                // n2's listener for 21 failed.
-                pools: vec![PortPool {
-                    ports: vec![21],
-                    serving: vec![d, n3],
-                    buckets: vec![None, Some(n3)],
-                }],
-                hash_seed: 1,
-                sticky_idle_s: 300,
-                sticky_preload: vec![],
-            }),
-        };
-        let pin = |node| StickyEntry {
-            client: Ipv4Addr::new(10, 9, 1, 1),
-            port: 21,
-            mark: mark_of(node),
-            expires_ms: 5000,
+    fn reads_find_look_up_and_delete_by_key() {
+        let pin = |i: u8, node: u8| StickyEntry {
+            client: Ipv4Addr::new(10, 9, 1, i),
+            port: 9090,
+            mark: mark_of(Ipv4Addr::new(10, 9, 0, node)),
+            expires_ms: 1000,
         };
         let mut dp = RecordingDataplane {
-            sticky: vec![pin(n2), pin(n3)],
+            sticky: vec![pin(1, 2), pin(2, 3)],
+            fresh: vec![pin(2, 3)],
             ..Default::default()
         };
-        assert_eq!(pinned(&mut dp, Some(&desired)), vec![pin(n3)]);
-        assert_eq!(dp.calls.last(), Some(&Call::StickyPrune(vec![pin(n2)])));
-        assert_eq!(dp.sticky, vec![pin(n3)]);
-        // Nothing applied yet: nothing is judged void.
-        let mut dp = RecordingDataplane {
-            sticky: vec![pin(n2)],
-            ..Default::default()
+        let reads = PinReads {
+            fresh: true,
+            lookup: vec![(pin(1, 2).client, 9090), (Ipv4Addr::new(10, 9, 1, 9), 9090)],
+            full: false,
+            delete: vec![pin(2, 3)],
         };
-        assert_eq!(pinned(&mut dp, None), vec![pin(n2)]);
+        let r = read_pins(&mut dp, &reads);
+        assert_eq!(r.fresh, vec![pin(2, 3)]);
+        assert_eq!(r.found, vec![pin(1, 2)]);
+        assert_eq!(r.missing, vec![(Ipv4Addr::new(10, 9, 1, 9), 9090)]);
+        assert_eq!(r.deleted, vec![pin(2, 3)]);
+        assert_eq!(dp.sticky, vec![pin(1, 2)]);
+        assert_eq!(dp.calls, vec![Call::ReadPins(reads)]);
     }
 }

@@ -12,6 +12,8 @@
 //! the director's own address marks "serve locally", which the sticky map can remember (a
 //! mark of 0 could not be told from a miss).
 
+mod nfnl;
+mod nfsock;
 mod nft;
 mod plan;
 mod sticky;
@@ -21,9 +23,9 @@ use std::net::Ipv4Addr;
 pub use crate::config::{Mode, PortRedirect};
 pub use nft::{NftDataplane, NftOptions};
 pub use plan::{
-    BACKEND_RULE_PREF, FWMARK_RULE_PREF, HostPlan, LOCAL_RULE_PREF, LOCAL_TABLE, Route,
-    RoutingPlan, Rule, Selector, TABLE, host_plan, mark_of, plan, prune_script, routing_plan,
-    void_pins,
+    BACKEND_RULE_PREF, FRESH_TIMEOUT, FWMARK_RULE_PREF, HostPlan, LOCAL_RULE_PREF, LOCAL_TABLE,
+    Route, RoutingPlan, Rule, Selector, TABLE, host_plan, mark_of, plan, preamble, preload_pins,
+    routing_plan, void_pins,
 };
 pub use sticky::{StickyEntry, parse_sticky_dump};
 
@@ -102,16 +104,49 @@ fn join(errs: &[DataplaneError]) -> String {
         .join("; ")
 }
 
+/// What the director's replication needs read from (and deleted in) the kernel this period
+/// (`director::cluster::Cluster::pin_reads`): each part costs what changed, not the number
+/// of clients, except the rare whole read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PinReads {
+    /// Read the `fresh` map (new pins).
+    pub fresh: bool,
+    /// Look these pins up in `sticky` (their told deadline is near).
+    pub lookup: Vec<(Ipv4Addr, u16)>,
+    /// Read the whole `sticky` map (the reconcile, every few minutes).
+    pub full: bool,
+    /// Delete these from `sticky`: their node no longer serves their port.
+    pub delete: Vec<StickyEntry>,
+}
+
+impl PinReads {
+    pub fn is_empty(&self) -> bool {
+        *self == PinReads::default()
+    }
+}
+
+/// What was read for a [`PinReads`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PinsRead {
+    pub fresh: Vec<StickyEntry>,
+    /// Looked-up pins still there, with their expiry now.
+    pub found: Vec<StickyEntry>,
+    /// Looked-up keys gone (expired).
+    pub missing: Vec<(Ipv4Addr, u16)>,
+    pub full: Option<Vec<StickyEntry>>,
+    /// The pins deleted (asked for, whether or not they had expired meanwhile).
+    pub deleted: Vec<StickyEntry>,
+}
+
 /// The seam between the daemon's policy and the kernel.
 pub trait Dataplane {
     /// Makes the kernel match `desired`. Idempotent; keeps live sticky pins across calls.
     fn apply(&mut self, desired: &Desired) -> Result<(), DataplaneError>;
     /// Removes everything this data path added; carries on past failures and reports all.
     fn teardown(&mut self) -> Result<(), DataplaneError>;
-    /// The director's live pins, for replication to standby directors.
-    fn sticky_dump(&mut self) -> Result<Vec<StickyEntry>, DataplaneError>;
-    /// Deletes these pins (see [`void_pins`]); one that expired meanwhile is not an error.
-    fn sticky_prune(&mut self, pins: &[StickyEntry]) -> Result<(), DataplaneError>;
+    /// The director's pin reads for replication (and the deletion of void pins; one that
+    /// expired meanwhile is not an error).
+    fn read_pins(&mut self, reads: &PinReads) -> Result<PinsRead, DataplaneError>;
 }
 
 /// One recorded call of [`RecordingDataplane`].
@@ -123,8 +158,7 @@ pub enum Call {
         script: String,
     },
     Teardown,
-    StickyDump,
-    StickyPrune(Vec<StickyEntry>),
+    ReadPins(PinReads),
 }
 
 /// A [`Dataplane`] for tests: records calls, plans (so invalid input still fails like the
@@ -132,8 +166,10 @@ pub enum Call {
 #[derive(Debug, Default)]
 pub struct RecordingDataplane {
     pub calls: Vec<Call>,
-    /// What [`Dataplane::sticky_dump`] returns.
+    /// The kernel's `sticky` map as [`Dataplane::read_pins`] sees it.
     pub sticky: Vec<StickyEntry>,
+    /// The kernel's `fresh` map.
+    pub fresh: Vec<StickyEntry>,
 }
 
 impl Dataplane for RecordingDataplane {
@@ -151,14 +187,26 @@ impl Dataplane for RecordingDataplane {
         Ok(())
     }
 
-    fn sticky_dump(&mut self) -> Result<Vec<StickyEntry>, DataplaneError> {
-        self.calls.push(Call::StickyDump);
-        Ok(self.sticky.clone())
-    }
-
-    fn sticky_prune(&mut self, pins: &[StickyEntry]) -> Result<(), DataplaneError> {
-        self.calls.push(Call::StickyPrune(pins.to_vec()));
-        self.sticky.retain(|e| !pins.contains(e));
-        Ok(())
+    fn read_pins(&mut self, reads: &PinReads) -> Result<PinsRead, DataplaneError> {
+        self.calls.push(Call::ReadPins(reads.clone()));
+        let keys: Vec<(Ipv4Addr, u16)> = reads.delete.iter().map(|e| (e.client, e.port)).collect();
+        self.sticky.retain(|e| !keys.contains(&(e.client, e.port)));
+        let mut out = PinsRead {
+            deleted: reads.delete.clone(),
+            ..PinsRead::default()
+        };
+        if reads.fresh {
+            out.fresh = self.fresh.clone();
+        }
+        for k in &reads.lookup {
+            match self.sticky.iter().find(|e| (e.client, e.port) == *k) {
+                Some(e) => out.found.push(*e),
+                None => out.missing.push(*k),
+            }
+        }
+        if reads.full {
+            out.full = Some(self.sticky.clone());
+        }
+        Ok(out)
     }
 }

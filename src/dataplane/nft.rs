@@ -1,5 +1,6 @@
-//! The real data path: `nft -f -` for the table, `ip` for policy routing and the VIP on
-//! `lo`, /proc/sys for sysctls.
+//! The real data path: `nft -f -` for the table (on changes only), netlink for the sticky
+//! maps (every period: [`super::nfsock`]), `ip` for policy routing and the VIP on `lo`,
+//! /proc/sys for sysctls.
 //!
 //! Why `ip` and not rtnetlink here: the [`Dataplane`] trait is synchronous (nft is a child
 //! process anyway), `ip rule` selectors such as `ipproto`/`sport` are one argument each, and
@@ -15,10 +16,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::nfnl::Op;
+use super::nfsock::NfSock;
 use super::plan::{BACKEND_RULE_PREF, FWMARK_RULE_PREF, LOCAL_RULE_PREF, LOCAL_TABLE, TABLE};
 use super::{
-    Dataplane, DataplaneError, Desired, Role, Rule, Selector, StickyEntry, host_plan,
-    parse_sticky_dump, plan, prune_script, routing_plan,
+    Dataplane, DataplaneError, Desired, PinReads, PinsRead, Role, Rule, Selector, host_plan, plan,
+    preamble, preload_pins, routing_plan,
 };
 
 #[derive(Debug, Clone)]
@@ -29,6 +32,9 @@ pub struct NftOptions {
     pub wrap: Vec<String>,
     /// Per command. nft loads a 4096-bucket table in well under a second.
     pub timeout: Duration,
+    /// The network namespace (a /run/netns path) whose sticky maps the netlink socket
+    /// reads: the lab's, with `wrap`; `None` = this process's.
+    pub netns: Option<std::path::PathBuf>,
 }
 
 impl Default for NftOptions {
@@ -36,6 +42,7 @@ impl Default for NftOptions {
         NftOptions {
             wrap: Vec::new(),
             timeout: Duration::from_secs(10),
+            netns: None,
         }
     }
 }
@@ -47,6 +54,8 @@ pub struct NftDataplane {
     /// Sysctl values found before our first write, restored on teardown.
     saved_sysctls: BTreeMap<String, String>,
     vip: Option<Ipv4Addr>,
+    /// Opened on first use.
+    nfsock: Option<NfSock>,
 }
 
 fn op_err(op: impl Into<String>, detail: impl Into<String>) -> DataplaneError {
@@ -62,7 +71,19 @@ impl NftDataplane {
             opts,
             saved_sysctls: BTreeMap::new(),
             vip: None,
+            nfsock: None,
         }
+    }
+
+    fn sock(&mut self) -> Result<&mut NfSock, DataplaneError> {
+        if self.nfsock.is_none() {
+            let s = NfSock::open_in(self.opts.netns.as_deref())
+                .map_err(|e| op_err("opening the nf_tables netlink socket", e.to_string()))?;
+            self.nfsock = Some(s);
+        }
+        self.nfsock
+            .as_mut()
+            .ok_or_else(|| op_err("opening the nf_tables netlink socket", "not open"))
     }
 
     /// Runs a command (through the wrapper) with the timeout; `Ok(stdout)` on exit 0, else
@@ -379,6 +400,28 @@ impl Dataplane for NftDataplane {
             self.place_local(&local_prefs, LOCAL_RULE_PREF, 0)?;
         }
 
+        // A new director's replicated pins go in before any rule can pin their clients
+        // anew: the table and maps first, then one netlink batch, then the rules.
+        if let Role::Director(dir) = &d.role {
+            let pins = preload_pins(dir);
+            if !pins.is_empty() {
+                self.nft_apply(&format!("creating nft table ip {TABLE}"), &preamble())?;
+                let timeout_ms = u64::from(dir.sticky_idle_s) * 1000;
+                let t = Instant::now();
+                match self
+                    .sock()?
+                    .apply(TABLE, "sticky", Op::Add { timeout_ms }, &pins)
+                {
+                    Ok(()) => log::info!(
+                        "loaded {} replicated pins in {} ms",
+                        pins.len(),
+                        t.elapsed().as_millis()
+                    ),
+                    // Not fatal: those clients follow the bucket table instead.
+                    Err(e) => log::warn!("loading {} replicated pins: {e}", pins.len()),
+                }
+            }
+        }
         let op = match &d.role {
             Role::Idle => format!("deleting nft table ip {TABLE}"),
             _ => format!("loading nft table ip {TABLE}"),
@@ -443,35 +486,32 @@ impl Dataplane for NftDataplane {
         }
     }
 
-    fn sticky_dump(&mut self) -> Result<Vec<StickyEntry>, DataplaneError> {
-        let op = format!("dumping nft map ip {TABLE} sticky");
-        let json = self.run(
-            &op,
-            &Self::argv(&["nft", "-j", "list", "map", "ip", TABLE, "sticky"]),
-            None,
-        )?;
-        parse_sticky_dump(&json).map_err(|e| op_err(op, e))
-    }
-
-    fn sticky_prune(&mut self, pins: &[StickyEntry]) -> Result<(), DataplaneError> {
-        let Some(script) = prune_script(pins) else {
-            return Ok(());
+    fn read_pins(&mut self, reads: &PinReads) -> Result<PinsRead, DataplaneError> {
+        let map = |e: String| {
+            op_err(
+                format!("reading the sticky maps of nft table ip {TABLE}"),
+                e,
+            )
         };
-        let op = format!(
-            "deleting {} void pins from nft map ip {TABLE} sticky",
-            pins.len()
-        );
-        if self.nft_apply(&op, &script).is_ok() {
-            return Ok(());
+        let sock = self.sock()?;
+        let mut out = PinsRead::default();
+        if !reads.delete.is_empty() {
+            let n = sock
+                .delete_present(TABLE, "sticky", &reads.delete)
+                .map_err(map)?;
+            log::debug!("deleted {n} void pins");
+            out.deleted = reads.delete.clone();
         }
-        // One transaction fails as a whole when a pin expired since the dump: delete them
-        // one by one; those gone already need nothing.
-        for pin in pins {
-            if let Some(one) = prune_script(std::slice::from_ref(pin)) {
-                let _ = self.nft_apply(&op, &one);
-            }
+        if reads.fresh {
+            out.fresh = sock.dump(TABLE, "fresh").map_err(map)?.0;
         }
-        Ok(())
+        if !reads.lookup.is_empty() {
+            (out.found, out.missing) = sock.get(TABLE, "sticky", &reads.lookup).map_err(map)?;
+        }
+        if reads.full {
+            out.full = Some(sock.dump(TABLE, "sticky").map_err(map)?.0);
+        }
+        Ok(out)
     }
 }
 
@@ -515,6 +555,7 @@ mod tests {
         let dp = NftDataplane::new(NftOptions {
             wrap: vec![],
             timeout: Duration::from_millis(200),
+            netns: None,
         });
         let e = dp
             .run(

@@ -20,6 +20,13 @@ pub const LOCAL_TABLE: u32 = 255;
 /// Sticky map capacity. An element costs ~100 bytes in the kernel; 256 Ki clients ≈ 26 MB.
 /// When full, new clients still follow the bucket table, they just are not pinned.
 const STICKY_SIZE: u32 = 262_144;
+/// The `fresh` map: every new pin also goes here for [`FRESH_TIMEOUT`], so the director
+/// learns new pins by reading a map as small as the new-client rate (its `sticky` map is
+/// never read whole on a schedule; see `director::replication`). When full (more than this
+/// many new clients in [`FRESH_TIMEOUT`]), the rare whole read finds the rest.
+const FRESH_SIZE: u32 = 65_536;
+/// How long a new pin stays in the `fresh` map.
+pub const FRESH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Bucket tables larger than this are refused (the anonymous map lives in one rule).
 const MAX_BUCKETS: usize = 65_536;
 
@@ -139,10 +146,7 @@ pub fn plan(d: &Desired) -> Result<String, DataplaneError> {
         let _ = writeln!(s, "delete table {t}");
         return Ok(s);
     }
-    let _ = writeln!(
-        s,
-        "add map {t} sticky {{ type ipv4_addr . inet_service : mark; size {STICKY_SIZE}; flags dynamic,timeout; }}"
-    );
+    maps(&mut s, &t);
     let _ = writeln!(
         s,
         "add chain {t} prerouting {{ type filter hook prerouting priority raw; policy accept; }}"
@@ -178,30 +182,41 @@ pub fn plan(d: &Desired) -> Result<String, DataplaneError> {
     Ok(s)
 }
 
+fn maps(s: &mut String, t: &str) {
+    let _ = writeln!(
+        s,
+        "add map {t} sticky {{ type ipv4_addr . inet_service : mark; size {STICKY_SIZE}; flags dynamic,timeout; }}"
+    );
+    let _ = writeln!(
+        s,
+        "add map {t} fresh {{ type ipv4_addr . inet_service : mark; size {FRESH_SIZE}; flags dynamic,timeout; }}"
+    );
+}
+
+/// The table and maps alone: what must exist before a new director's replicated pins are
+/// loaded into `sticky` (over netlink, before any rule can pin a client anew).
+pub fn preamble() -> String {
+    let t = format!("ip {TABLE}");
+    let mut s = format!("add table {t}\n");
+    maps(&mut s, &t);
+    s
+}
+
+/// The preload pins a director loads: valid (their node serves their port), not expired.
+pub fn preload_pins(dir: &DirectorState) -> Vec<StickyEntry> {
+    if dir.sticky_idle_s == 0 {
+        return Vec::new();
+    }
+    dir.sticky_preload
+        .iter()
+        .filter(|e| pin_valid(dir, e) && e.expires_ms > 0)
+        .copied()
+        .collect()
+}
+
 fn director_rules(s: &mut String, t: &str, d: &Desired, dir: &DirectorState) {
     let vip = d.vip;
     let local = mark_of(dir.self_addr);
-    if dir.sticky_idle_s > 0 && !dir.sticky_preload.is_empty() {
-        let timeout_ms = u64::from(dir.sticky_idle_s) * 1000;
-        let elems: Vec<String> = dir
-            .sticky_preload
-            .iter()
-            .filter(|e| pin_valid(dir, e) && e.expires_ms > 0)
-            .map(|e| {
-                format!(
-                    "{} . {} timeout {}s expires {}ms : {:#010x}",
-                    e.client,
-                    e.port,
-                    dir.sticky_idle_s,
-                    e.expires_ms.min(timeout_ms),
-                    e.mark
-                )
-            })
-            .collect();
-        if !elems.is_empty() {
-            let _ = writeln!(s, "add element {t} sticky {{ {} }}", elems.join(", "));
-        }
-    }
     let _ = writeln!(
         s,
         "add rule {t} prerouting ip daddr {vip} tcp dport {} jump director",
@@ -245,9 +260,18 @@ fn director_rules(s: &mut String, t: &str, d: &Desired, dir: &DirectorState) {
             .collect();
         // An anonymous map inside the rule: nft 1.0.6 crashes listing a named map declared
         // `typeof jhash …`, and the table must stay readable with `nft list ruleset`.
+        // A new pin is also noted in `fresh` (replication reads new pins there).
+        let fresh = if dir.sticky_idle_s > 0 {
+            format!(
+                " add @fresh {{ ip saddr . tcp dport timeout {}s : meta mark }}",
+                FRESH_TIMEOUT.as_secs()
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "add rule {t} director tcp dport {} meta mark 0 meta mark set jhash ip saddr mod {} seed {:#010x} map {{ {} }}",
+            "add rule {t} director tcp dport {} meta mark 0 meta mark set jhash ip saddr mod {} seed {:#010x} map {{ {} }}{fresh}",
             port_set(&pool.ports),
             pool.buckets.len(),
             dir.hash_seed,
@@ -319,21 +343,6 @@ fn pin_valid(dir: &DirectorState, e: &StickyEntry) -> bool {
         .iter()
         .find(|p| p.ports.contains(&e.port))
         .is_some_and(|p| p.serving.iter().any(|n| mark_of(*n) == e.mark))
-}
-
-/// The `nft -f` script deleting `pins` from the sticky map; `None` when there are none.
-pub fn prune_script(pins: &[StickyEntry]) -> Option<String> {
-    if pins.is_empty() {
-        return None;
-    }
-    let keys: Vec<String> = pins
-        .iter()
-        .map(|e| format!("{} . {}", e.client, e.port))
-        .collect();
-    Some(format!(
-        "delete element ip {TABLE} sticky {{ {} }}\n",
-        keys.join(", ")
-    ))
 }
 
 /// Which packets a policy-routing rule matches.
@@ -532,6 +541,7 @@ mod tests {
 
     const HEAD: &str = "add table ip proxyha
 add map ip proxyha sticky { type ipv4_addr . inet_service : mark; size 262144; flags dynamic,timeout; }
+add map ip proxyha fresh { type ipv4_addr . inet_service : mark; size 65536; flags dynamic,timeout; }
 add chain ip proxyha prerouting { type filter hook prerouting priority raw; policy accept; }
 add chain ip proxyha nat_prerouting { type nat hook prerouting priority dstnat; policy accept; }
 add chain ip proxyha director
@@ -544,14 +554,13 @@ flush chain ip proxyha director
 add rule ip proxyha director meta mark set 0
 add rule ip proxyha director meta mark set ip saddr . tcp dport map @sticky
 add rule ip proxyha director tcp dport { 80, 9090 } meta mark != { 0x0a580001, 0x0a580002, 0x0a580003 } meta mark set 0
-add rule ip proxyha director tcp dport { 80, 9090 } meta mark 0 meta mark set jhash ip saddr mod 6 seed 0x00005eed map { 0 : 0x0a580001, 1 : 0x0a580002, 2 : 0x0a580003, 3 : 0x0a580001, 4 : 0x0a580002, 5 : 0x0a580003 }
+add rule ip proxyha director tcp dport { 80, 9090 } meta mark 0 meta mark set jhash ip saddr mod 6 seed 0x00005eed map { 0 : 0x0a580001, 1 : 0x0a580002, 2 : 0x0a580003, 3 : 0x0a580001, 4 : 0x0a580002, 5 : 0x0a580003 } add @fresh { ip saddr . tcp dport timeout 5s : meta mark }
 add rule ip proxyha director update @sticky { ip saddr . tcp dport timeout 300s : meta mark }
 ";
 
     pub(crate) fn golden_director_direct() -> String {
         format!(
-            "# proxyha data path: role director, mode direct (generated)\n{HEAD}\
-add element ip proxyha sticky {{ 10.88.1.5 . 9090 timeout 300s expires 120000ms : 0x0a580002 }}\n{MARKING}\
+            "# proxyha data path: role director, mode direct (generated)\n{HEAD}{MARKING}\
 add rule ip proxyha director meta mark != 0x0a580001 notrack
 add rule ip proxyha nat_prerouting ip daddr 10.88.0.100 tcp dport 80 meta mark 0x0a580001 redirect to :3128
 "
@@ -578,8 +587,24 @@ add rule ip proxyha nat_prerouting ip daddr 10.88.0.100 tcp dport 80 meta mark 0
 
     #[test]
     fn golden_director_direct_plan() {
+        // The preload is not in the script: it goes over netlink, after the preamble.
         let got = plan(&desired(Mode::Direct, director(preload()))).unwrap();
         assert_eq!(got, golden_director_direct());
+        assert_eq!(
+            preamble(),
+            HEAD.lines()
+                .take(3)
+                .map(|l| format!("{l}\n"))
+                .collect::<String>()
+        );
+        let Role::Director(dir) = director(preload()) else {
+            unreachable!()
+        };
+        assert_eq!(
+            preload_pins(&dir),
+            preload()[..1],
+            "the pin to a gone node is not loaded"
+        );
     }
 
     #[test]
@@ -650,9 +675,12 @@ add rule ip proxyha nat_prerouting ip daddr 10.88.0.100 tcp dport 80 redirect to
                 },
             ],
         });
-        let got = plan(&desired(Mode::Direct, role)).unwrap();
+        let Role::Director(dir) = &role else {
+            unreachable!()
+        };
+        let loaded = preload_pins(dir);
+        let got = plan(&desired(Mode::Direct, role.clone())).unwrap();
         for want in [
-            "add element ip proxyha sticky { 10.88.1.5 . 9090 timeout 300s expires 1000ms : 0x0a580003 }",
             "director tcp dport 9090 meta mark != { 0x0a580001, 0x0a580002, 0x0a580003 } meta mark set 0",
             "director tcp dport 80 meta mark != { 0x0a580001, 0x0a580002 } meta mark set 0",
             "director tcp dport 9090 meta mark 0 meta mark set jhash ip saddr mod 3 seed 0x00000001 map { 0 : 0x0a580001, 1 : 0x0a580002, 2 : 0x0a580003 }",
@@ -660,8 +688,9 @@ add rule ip proxyha nat_prerouting ip daddr 10.88.0.100 tcp dport 80 redirect to
         ] {
             assert!(got.contains(want), "missing `{want}` in\n{got}");
         }
-        assert!(
-            !got.contains(". 80 timeout"),
+        assert_eq!(
+            loaded.iter().map(|e| e.port).collect::<Vec<_>>(),
+            [9090],
             "the pin of the failed port is void"
         );
     }
@@ -704,13 +733,6 @@ add rule ip proxyha nat_prerouting ip daddr 10.88.0.100 tcp dport 80 redirect to
         ];
         let void = void_pins(&d, &pins);
         assert_eq!(void, vec![pin(80, N3), pin(9090, gone), pin(443, D)]);
-        assert_eq!(
-            prune_script(&void).as_deref(),
-            Some(
-                "delete element ip proxyha sticky { 10.88.1.5 . 80, 10.88.1.5 . 9090, 10.88.1.5 . 443 }\n"
-            )
-        );
-        assert_eq!(prune_script(&[]), None);
         assert!(void_pins(&desired(Mode::Direct, Role::Idle), &pins).is_empty());
     }
 

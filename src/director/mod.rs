@@ -12,6 +12,7 @@
 use std::net::Ipv4Addr;
 
 pub mod cluster;
+pub mod replication;
 pub mod scheduler;
 pub mod sticky;
 

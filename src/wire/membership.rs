@@ -48,6 +48,14 @@ pub const TYPE_REPORT: u8 = 2;
 /// new type, not a new report field, so 0.1.0 nodes in a rolling update count it as a bad
 /// message and ignore it while they keep reading our reports.
 pub const TYPE_HANDOVER: u8 = 3;
+/// Message type byte of [`Pins`]: director → standby candidate, unicast (added after 0.1.0,
+/// as a new type, like [`TYPE_HANDOVER`]).
+pub const TYPE_PINS: u8 = 4;
+/// Message type byte of [`Replica`]: standby candidate → director, unicast.
+pub const TYPE_REPLICA: u8 = 5;
+/// Pins (added and removed together) in one [`Pins`] message: at most 16 bytes each, so a
+/// message stays one unfragmented datagram on a 1500-byte link.
+pub const MAX_PINS: usize = 80;
 /// Largest body: what fits one IPv4 datagram (65535) after a 20-byte IP header, our
 /// header and a MAC. Larger assignment sets are paged over successive announcements.
 pub const MAX_BODY: usize = 65535 - 20 - HEADER_LEN - MAC_LEN;
@@ -342,12 +350,67 @@ pub enum HandoverKind {
     Done,
 }
 
+/// The key of a pin: client and redirected port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PinKey {
+    pub client: Ipv4Addr,
+    pub port: u16,
+}
+
+/// What a [`Pins`] message carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PinsKind {
+    /// What changed since the previous delta (new pins, a pin's new node, an expiry that
+    /// moved, removed pins); `seq` counts the deltas of the epoch, so a gap shows a loss.
+    Delta { seq: u64 },
+    /// Page `page` of `pages` of the director's whole set (a cycle per standby; the
+    /// background refresh that heals any loss). The cycle walks the set as read `age_ms`
+    /// before this page was sent: a pin the standby got since then stays when the cycle
+    /// completes without it.
+    Full {
+        cycle: u32,
+        page: u32,
+        pages: u32,
+        age_ms: u32,
+    },
+}
+
+/// Director → standby candidate (unicast): replicated pins, by change and in a slow full
+/// refresh (the scale issue: announcements no longer carry pins).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pins {
+    pub director: Ipv4Addr,
+    pub epoch: u64,
+    pub kind: PinsKind,
+    /// Pins, each with how long its client has been idle (ages: clocks differ).
+    pub pins: Vec<Assignment>,
+    /// Pins the director deleted (their node no longer serves the port).
+    pub removed: Vec<PinKey>,
+}
+
+/// Standby candidate → director (unicast), with each report: what it holds, so the
+/// director can tell who needs a catch-up refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replica {
+    /// The sender (checked against the datagram's source).
+    pub from: Ipv4Addr,
+    /// The director epoch these pins came from.
+    pub epoch: u64,
+    pub pins: u32,
+    /// The last full cycle received completely; 0 when none yet.
+    pub full_cycle: u32,
+    /// The highest delta `seq` received in the epoch.
+    pub delta_seq: u64,
+}
+
 /// A decoded membership message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     Announcement(Announcement),
     Report(Report),
     Handover(Handover),
+    Pins(Pins),
+    Replica(Replica),
 }
 
 impl Message {
@@ -356,6 +419,8 @@ impl Message {
             Message::Announcement(_) => TYPE_ANNOUNCEMENT,
             Message::Report(_) => TYPE_REPORT,
             Message::Handover(_) => TYPE_HANDOVER,
+            Message::Pins(_) => TYPE_PINS,
+            Message::Replica(_) => TYPE_REPLICA,
         }
     }
 }
@@ -376,6 +441,8 @@ pub fn encode(msg: &Message, lb_id: u8, key: Option<&[u8]>) -> Result<Vec<u8>, E
         Message::Announcement(a) => postcard::to_stdvec(a),
         Message::Report(r) => postcard::to_stdvec(r),
         Message::Handover(h) => postcard::to_stdvec(h),
+        Message::Pins(p) => postcard::to_stdvec(p),
+        Message::Replica(r) => postcard::to_stdvec(r),
     }
     // Serializing plain structs into a Vec only fails on allocation; report it anyway.
     .map_err(|e| Error::BadBody(e.to_string()))?;
@@ -419,7 +486,10 @@ pub fn decode(
         return Err(Error::OtherGroup(packet.lb_id()));
     }
     let msg_type = packet.msg_type();
-    if !matches!(msg_type, TYPE_ANNOUNCEMENT | TYPE_REPORT | TYPE_HANDOVER) {
+    if !matches!(
+        msg_type,
+        TYPE_ANNOUNCEMENT | TYPE_REPORT | TYPE_HANDOVER | TYPE_PINS | TYPE_REPLICA
+    ) {
         return Err(Error::UnknownType(msg_type));
     }
     packet.check_len()?;
@@ -445,6 +515,17 @@ pub fn decode(
             Message::Announcement(a)
         }
         TYPE_HANDOVER => Message::Handover(body(packet.body())?),
+        TYPE_PINS => {
+            let p: Pins = body(packet.body())?;
+            check_count("pins and removed", p.pins.len() + p.removed.len(), MAX_PINS)?;
+            if let PinsKind::Full { page, pages, .. } = p.kind
+                && (pages == 0 || page >= pages)
+            {
+                return Err(bad(format!("full-set page {page} of {pages} out of range")));
+            }
+            Message::Pins(p)
+        }
+        TYPE_REPLICA => Message::Replica(body(packet.body())?),
         _ => {
             let r: Report = body(packet.body())?;
             validate_report(&r)?;
@@ -883,5 +964,64 @@ mod test {
                 "{s}"
             );
         }
+    }
+
+    #[test]
+    fn pins_and_replica_round_trip_and_a_full_message_stays_one_unfragmented_datagram() {
+        let worst = Assignment {
+            client: Ipv4Addr::new(255, 255, 255, 255),
+            port: u16::MAX,
+            node: Ipv4Addr::new(255, 255, 255, 255),
+            idle_ms: u32::MAX,
+        };
+        let p = Pins {
+            director: Ipv4Addr::new(10, 0, 0, 1),
+            epoch: u64::MAX,
+            kind: PinsKind::Full {
+                cycle: u32::MAX,
+                page: u32::MAX - 1,
+                pages: u32::MAX,
+                age_ms: u32::MAX,
+            },
+            pins: vec![worst; MAX_PINS],
+            removed: vec![],
+        };
+        let bytes = encode(&Message::Pins(p.clone()), LB, Some(KEY)).unwrap();
+        // IP header 20 + this ≤ 1500: never fragmented on an Ethernet link.
+        assert!(bytes.len() + 20 <= 1500, "{} bytes", bytes.len());
+        assert_eq!(
+            decode(&bytes, LB, Some(KEY)).unwrap(),
+            (LB, Message::Pins(p.clone()))
+        );
+        let r = Replica {
+            from: Ipv4Addr::new(10, 0, 0, 2),
+            epoch: 7,
+            pins: 100_000,
+            full_cycle: 3,
+            delta_seq: 42,
+        };
+        let bytes = encode(&Message::Replica(r), LB, None).unwrap();
+        assert_eq!(decode(&bytes, LB, None).unwrap(), (LB, Message::Replica(r)));
+        // more than MAX_PINS, or a page out of range, is refused
+        let mut over = p.clone();
+        over.removed = vec![
+            PinKey {
+                client: worst.client,
+                port: 1
+            };
+            1
+        ];
+        let bytes = encode(&Message::Pins(over), LB, None).unwrap();
+        assert!(matches!(decode(&bytes, LB, None), Err(Error::BadBody(_))));
+        let mut bad_page = p;
+        bad_page.pins.clear();
+        bad_page.kind = PinsKind::Full {
+            cycle: 1,
+            page: 2,
+            pages: 2,
+            age_ms: 0,
+        };
+        let bytes = encode(&Message::Pins(bad_page), LB, None).unwrap();
+        assert!(matches!(decode(&bytes, LB, None), Err(Error::BadBody(_))));
     }
 }

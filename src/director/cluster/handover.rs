@@ -3,8 +3,8 @@
 //! Skew_Time — leaves a new connection's SYN waiting for its 1 s retransmit. Here:
 //!
 //! 1. every candidate (priority > 0) tells the director its VRRP priority with each report;
-//! 2. a leaving director announces its pins one last time (all pages, just read from the
-//!    kernel) and names the live candidate with the highest priority (ties: the higher
+//! 2. a leaving director sends its latest pin changes (just read from the kernel) and names
+//!    the live candidate with the highest priority (ties: the higher
 //!    address, as VRRP breaks them) in a `Request`; it stops advertising but keeps the VIP;
 //! 3. the successor, asked by the director it follows, in that director's epoch, takes over
 //!    at once (advert, data path, VIP, gratuitous ARPs) and answers `Done`;
@@ -109,14 +109,15 @@ impl Cluster {
             .map(|(a, _)| *a)
     }
 
-    /// A leaving director (SIGTERM): announce every pin page now and ask the successor to
+    /// A leaving director (SIGTERM): send the latest pins now and ask the successor to
     /// take over. `None`: no successor (the shell leaves the RFC way).
     pub fn begin_handover(&mut self, now: Instant) -> Option<Ipv4Addr> {
         if !self.director_role {
             return None;
         }
         let successor = self.successor(now)?;
-        self.announce_all();
+        // The latest pins out now, not with the next period.
+        self.send_pins(now);
         let epoch = self.epoch;
         self.send_handover(successor, epoch, HandoverKind::Request);
         self.handover = State::Leaving { successor, epoch };

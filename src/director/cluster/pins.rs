@@ -1,0 +1,212 @@
+//! The pins of the cluster core: what the director replicates to the standby candidates
+//! (by change, [`crate::director::replication`]), what a standby holds, and what a new
+//! director continues. The shell reads the kernel and feeds the results in; nothing here
+//! reads the whole map on its own schedule.
+
+use super::*;
+use crate::dataplane::{FRESH_TIMEOUT, PinReads, PinsRead, void_pins};
+use crate::director::replication::{Held, Outbox};
+use crate::wire::membership::{Pins, PinsKind, Replica};
+
+impl Cluster {
+    pub(super) fn idle(&self) -> Duration {
+        Duration::from_secs(u64::from(self.cfg.sticky_idle_s))
+    }
+
+    /// Director, once a period: the kernel reads replication needs now. Empty elsewhere.
+    pub fn pin_reads(&mut self, now: Instant) -> PinReads {
+        if !self.director_role || self.cfg.sticky_idle_s == 0 {
+            return PinReads::default();
+        }
+        let delete = if std::mem::take(&mut self.pools_changed) {
+            match &self.last_desired {
+                Some(d) => void_pins(d, &self.outbox.pins(now)),
+                None => Vec::new(),
+            }
+        } else {
+            Vec::new()
+        };
+        PinReads {
+            fresh: true,
+            lookup: self.outbox.due(now),
+            full: self.outbox.reconcile_due(now) && self.preload.is_empty(),
+            delete,
+        }
+    }
+
+    /// What the shell read for [`Cluster::pin_reads`].
+    pub fn handle_pins_read(&mut self, now: Instant, r: PinsRead) {
+        if !self.director_role {
+            return;
+        }
+        self.outbox.removed(&r.deleted);
+        if let Some(all) = &r.full {
+            self.outbox.observe_full(now, all);
+        }
+        self.outbox.observe_fresh(now, &r.fresh, FRESH_TIMEOUT);
+        self.outbox.observe_lookup(now, &r.found, &r.missing);
+    }
+
+    /// Pins the director holds (live in its kernel map as last read), or a standby holds.
+    pub fn pins_held(&self) -> usize {
+        if self.director_role {
+            self.outbox.len()
+        } else {
+            self.held.len()
+        }
+    }
+
+    /// Standby: how old its newest complete copy of the director's pins is.
+    pub fn pins_age(&self, now: Instant) -> Option<Duration> {
+        if self.director_role {
+            None
+        } else {
+            self.held.age(now)
+        }
+    }
+
+    /// Live pins per node (the director's), for status.
+    pub(super) fn pinned(&self) -> BTreeMap<Ipv4Addr, u64> {
+        self.outbox.per_node()
+    }
+
+    /// The data path applied a desired state: replicated pins, once loaded, must not be
+    /// loaded again (a later apply would revive pins that have expired since).
+    pub fn preload_applied(&mut self) {
+        if self.preload.is_empty() {
+            return;
+        }
+        self.preload.clear();
+        // The state without the preload is what the kernel now holds; no apply needed.
+        self.last_desired = Some(self.desired());
+    }
+
+    /// A new director: what it holds becomes its own (its kernel gets these as the preload).
+    pub(super) fn start_directing_pins(&mut self, now: Instant, previous: Option<Ipv4Addr>) {
+        self.preload = self.replica_preload(now, previous);
+        if !self.preload.is_empty() {
+            log::info!(
+                "continuing {} client assignments of the previous director",
+                self.preload.len()
+            );
+        }
+        self.outbox = Outbox::new(self.idle());
+        self.outbox.seed(now, &self.preload);
+        self.held.clear();
+    }
+
+    /// No longer directing: the next director's pins come by replication.
+    pub(super) fn stop_directing_pins(&mut self) {
+        self.outbox = Outbox::new(self.idle());
+        self.preload.clear();
+        self.held = Held::new(self.idle());
+    }
+
+    /// The replicated pins still worth keeping: to a node we direct to, not expired, not to
+    /// the previous director (we direct because it is gone or stepped down).
+    pub(super) fn replica_preload(
+        &self,
+        now: Instant,
+        previous: Option<Ipv4Addr>,
+    ) -> Vec<StickyEntry> {
+        let me = self.cfg.self_addr;
+        let mut pins = self.held.entries(now, |n| {
+            Some(n) != previous && (n == me || self.members.contains_key(&n))
+        });
+        pins.sort_unstable_by_key(|e| (e.client, e.port));
+        pins
+    }
+
+    /// Standby: pins from an older director that still pages them in its announcements
+    /// (0.1.0, during a rolling update), taken as a delta.
+    pub(super) fn keep_page(&mut self, now: Instant, a: &Announcement) {
+        if a.assignments.is_empty() {
+            return;
+        }
+        let p = Pins {
+            director: a.director,
+            epoch: a.epoch,
+            kind: PinsKind::Delta { seq: 0 },
+            pins: a.assignments.clone(),
+            removed: Vec::new(),
+        };
+        self.held.handle(now, a.director, &p);
+    }
+
+    /// A pins message (director → standby).
+    pub(super) fn handle_pins(&mut self, now: Instant, src: Ipv4Addr, p: Pins) {
+        self.count("rx_pins");
+        if self.director_role || self.cfg.priority == 0 || !self.held.handle(now, src, &p) {
+            self.count("discard_pins");
+        }
+    }
+
+    /// A replica report (standby → director).
+    pub(super) fn handle_replica(&mut self, now: Instant, src: Ipv4Addr, r: Replica) {
+        if !self.director_role || r.from != src {
+            self.count("discard_pins");
+            return;
+        }
+        self.outbox.handle_replica(now, self.epoch, &r);
+    }
+
+    /// Standby, with each report: what it holds, so the director knows whom to catch up.
+    pub(super) fn send_replica(&mut self, now: Instant, director: Ipv4Addr) {
+        if self.cfg.priority == 0 || self.cfg.sticky_idle_s == 0 {
+            return;
+        }
+        self.held.expire(now);
+        let r = self.held.replica(self.cfg.self_addr);
+        if let Ok(payload) = membership::encode(
+            &Message::Replica(r),
+            self.cfg.lb_id,
+            self.cfg.auth_key.as_deref(),
+        ) {
+            self.transmits.push_back(Transmit {
+                dst: director,
+                payload,
+            });
+        }
+    }
+
+    /// Director, each period: the deltas and full-cycle pages, unicast to each standby
+    /// candidate (priority > 0, heard within the last periods).
+    pub(super) fn send_pins(&mut self, now: Instant) {
+        if self.cfg.sticky_idle_s == 0 {
+            return;
+        }
+        let me = self.cfg.self_addr;
+        let candidates: Vec<(Ipv4Addr, Instant)> = self
+            .candidates
+            .iter()
+            .filter(|(a, _)| **a != me)
+            .map(|(a, (_, seen))| (*a, *seen))
+            .collect();
+        self.outbox.set_standbys(now, candidates);
+        let lb_id = self.cfg.lb_id;
+        for (dst, p) in self.outbox.poll(now, me, self.epoch) {
+            match membership::encode(&Message::Pins(p), lb_id, self.cfg.auth_key.as_deref()) {
+                Ok(payload) => {
+                    self.count("tx_pins");
+                    *self.counters.entry("tx_pins_bytes").or_insert(0) += payload.len() as u64;
+                    self.transmits.push_back(Transmit { dst, payload });
+                }
+                Err(e) => log::warn!("pins for {dst} not sent: {e}"),
+            }
+        }
+    }
+
+    /// The director's pin of `client` on `port` (node, time left), or the standby's.
+    pub(super) fn pin_of(
+        &self,
+        now: Instant,
+        client: Ipv4Addr,
+        port: u16,
+    ) -> Option<(Ipv4Addr, Duration)> {
+        if self.director_role {
+            self.outbox.get(now, client, port)
+        } else {
+            self.held.get(now, client, port)
+        }
+    }
+}
