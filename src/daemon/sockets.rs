@@ -124,6 +124,9 @@ fn link_layer_broadcast(ifindex: u32) -> SockAddr {
     }
 }
 
+/// Receive and send buffer of the membership socket.
+const BUFFER: usize = 4 << 20;
+
 /// Raw IPv4 socket for IP protocol 253 (membership) on the HA interface: announcements to
 /// 255.255.255.255 and unicast reports. Held as a tokio `UdpSocket` like [`VrrpSocket`].
 pub struct MembershipSocket {
@@ -140,6 +143,32 @@ impl MembershipSocket {
             .map_err(ctx("setting SO_BROADCAST"))?;
         sock.set_nonblocking(true)
             .map_err(ctx("setting non-blocking mode"))?;
+        // Pins come in bursts (a catch-up cycle, a flood of new clients): buffers for a few
+        // thousand messages each way, beyond the sysctl maximum when root.
+        for (force, plain) in [
+            (
+                nix::sys::socket::setsockopt(
+                    &sock,
+                    nix::sys::socket::sockopt::RcvBufForce,
+                    &BUFFER,
+                )
+                .is_ok(),
+                sock.set_recv_buffer_size(BUFFER),
+            ),
+            (
+                nix::sys::socket::setsockopt(
+                    &sock,
+                    nix::sys::socket::sockopt::SndBufForce,
+                    &BUFFER,
+                )
+                .is_ok(),
+                sock.set_send_buffer_size(BUFFER),
+            ),
+        ] {
+            if !force && let Err(e) = plain {
+                log::debug!("membership socket buffer on {ifname}: {e}");
+            }
+        }
         let sock = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(sock))?;
         Ok(MembershipSocket { sock })
     }

@@ -113,10 +113,9 @@ pub struct PinReads {
     pub fresh: bool,
     /// Look these pins up in `sticky` (their told deadline is near).
     pub lookup: Vec<(Ipv4Addr, u16)>,
-    /// Read the whole `sticky` map (the reconcile, every few minutes).
+    /// Read the whole `sticky` map (the reconcile, every few minutes, and after the pools
+    /// changed): the worker then deletes the void pins it finds ([`void_pins`]).
     pub full: bool,
-    /// Delete these from `sticky`: their node no longer serves their port.
-    pub delete: Vec<StickyEntry>,
 }
 
 impl PinReads {
@@ -134,7 +133,7 @@ pub struct PinsRead {
     /// Looked-up keys gone (expired).
     pub missing: Vec<(Ipv4Addr, u16)>,
     pub full: Option<Vec<StickyEntry>>,
-    /// The pins deleted (asked for, whether or not they had expired meanwhile).
+    /// The void pins deleted after a whole read (not in `full`).
     pub deleted: Vec<StickyEntry>,
 }
 
@@ -144,9 +143,11 @@ pub trait Dataplane {
     fn apply(&mut self, desired: &Desired) -> Result<(), DataplaneError>;
     /// Removes everything this data path added; carries on past failures and reports all.
     fn teardown(&mut self) -> Result<(), DataplaneError>;
-    /// The director's pin reads for replication (and the deletion of void pins; one that
-    /// expired meanwhile is not an error).
+    /// The director's pin reads for replication.
     fn read_pins(&mut self, reads: &PinReads) -> Result<PinsRead, DataplaneError>;
+    /// Deletes these pins from `sticky` (see [`void_pins`]); one that expired meanwhile is
+    /// not an error.
+    fn delete_pins(&mut self, pins: &[StickyEntry]) -> Result<(), DataplaneError>;
 }
 
 /// One recorded call of [`RecordingDataplane`].
@@ -159,6 +160,7 @@ pub enum Call {
     },
     Teardown,
     ReadPins(PinReads),
+    DeletePins(Vec<StickyEntry>),
 }
 
 /// A [`Dataplane`] for tests: records calls, plans (so invalid input still fails like the
@@ -189,12 +191,7 @@ impl Dataplane for RecordingDataplane {
 
     fn read_pins(&mut self, reads: &PinReads) -> Result<PinsRead, DataplaneError> {
         self.calls.push(Call::ReadPins(reads.clone()));
-        let keys: Vec<(Ipv4Addr, u16)> = reads.delete.iter().map(|e| (e.client, e.port)).collect();
-        self.sticky.retain(|e| !keys.contains(&(e.client, e.port)));
-        let mut out = PinsRead {
-            deleted: reads.delete.clone(),
-            ..PinsRead::default()
-        };
+        let mut out = PinsRead::default();
         if reads.fresh {
             out.fresh = self.fresh.clone();
         }
@@ -208,5 +205,12 @@ impl Dataplane for RecordingDataplane {
             out.full = Some(self.sticky.clone());
         }
         Ok(out)
+    }
+
+    fn delete_pins(&mut self, pins: &[StickyEntry]) -> Result<(), DataplaneError> {
+        self.calls.push(Call::DeletePins(pins.to_vec()));
+        let keys: Vec<(Ipv4Addr, u16)> = pins.iter().map(|e| (e.client, e.port)).collect();
+        self.sticky.retain(|e| !keys.contains(&(e.client, e.port)));
+        Ok(())
     }
 }

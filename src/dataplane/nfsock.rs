@@ -225,20 +225,27 @@ impl NfSock {
         Ok((found, missing))
     }
 
-    /// Deletes `pins`, any of which may have expired meanwhile: one transaction, and when it
-    /// fails on a missing element (ENOENT aborts the whole transaction), one per pin,
-    /// ignoring the missing ones. Returns how many were deleted.
+    /// Deletes `pins`, any of which may be missing (expired meanwhile, or never there):
+    /// looks them up first (a missing element fails a whole delete transaction), deletes the
+    /// present ones in one transaction, and only if one expired in between, one by one.
+    /// Returns how many were deleted.
     pub fn delete_present(
         &mut self,
         table: &str,
         set: &str,
         pins: &[StickyEntry],
     ) -> Result<usize, String> {
-        if pins.is_empty() || self.apply(table, set, Op::Delete, pins).is_ok() {
-            return Ok(pins.len());
+        if pins.is_empty() {
+            return Ok(0);
+        }
+        let keys: Vec<(std::net::Ipv4Addr, u16)> =
+            pins.iter().map(|p| (p.client, p.port)).collect();
+        let (present, _) = self.get(table, set, &keys)?;
+        if present.is_empty() || self.apply(table, set, Op::Delete, &present).is_ok() {
+            return Ok(present.len());
         }
         let mut deleted = 0;
-        for p in pins {
+        for p in &present {
             match self.apply(table, set, Op::Delete, std::slice::from_ref(p)) {
                 Ok(()) => deleted += 1,
                 Err(e) if e.ends_with(&io::Error::from_raw_os_error(libc::ENOENT).to_string()) => {}

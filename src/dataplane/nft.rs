@@ -20,8 +20,8 @@ use super::nfnl::Op;
 use super::nfsock::NfSock;
 use super::plan::{BACKEND_RULE_PREF, FWMARK_RULE_PREF, LOCAL_RULE_PREF, LOCAL_TABLE, TABLE};
 use super::{
-    Dataplane, DataplaneError, Desired, PinReads, PinsRead, Role, Rule, Selector, host_plan, plan,
-    preamble, preload_pins, routing_plan,
+    Dataplane, DataplaneError, Desired, PinReads, PinsRead, Role, Rule, Selector, StickyEntry,
+    host_plan, plan, preamble, preload_pins, routing_plan,
 };
 
 #[derive(Debug, Clone)]
@@ -495,13 +495,6 @@ impl Dataplane for NftDataplane {
         };
         let sock = self.sock()?;
         let mut out = PinsRead::default();
-        if !reads.delete.is_empty() {
-            let n = sock
-                .delete_present(TABLE, "sticky", &reads.delete)
-                .map_err(map)?;
-            log::debug!("deleted {n} void pins");
-            out.deleted = reads.delete.clone();
-        }
         if reads.fresh {
             out.fresh = sock.dump(TABLE, "fresh").map_err(map)?.0;
         }
@@ -512,6 +505,24 @@ impl Dataplane for NftDataplane {
             out.full = Some(sock.dump(TABLE, "sticky").map_err(map)?.0);
         }
         Ok(out)
+    }
+
+    fn delete_pins(&mut self, pins: &[StickyEntry]) -> Result<(), DataplaneError> {
+        if pins.is_empty() {
+            return Ok(());
+        }
+        let sock = self.sock()?;
+        // From `fresh` too: a stale entry there would keep the client's next pin from being
+        // noted (`add` leaves an existing element alone).
+        let _ = sock.delete_present(TABLE, "fresh", pins);
+        let n = sock.delete_present(TABLE, "sticky", pins).map_err(|e| {
+            op_err(
+                format!("deleting {} void pins from ip {TABLE} sticky", pins.len()),
+                e,
+            )
+        })?;
+        log::debug!("deleted {n} void pins");
+        Ok(())
     }
 }
 

@@ -19,6 +19,7 @@ mod cgroup;
 pub mod clients;
 mod daemons;
 mod ops;
+pub mod pins;
 mod probe;
 
 pub use cgroup::CpuCgroup;

@@ -176,14 +176,26 @@ pub struct AdvertWatch {
 
 impl AdvertWatch {
     pub fn start(client: &Host) -> io::Result<AdvertWatch> {
+        AdvertWatch::start_protocol(client, vrrp::PROTOCOL)
+    }
+
+    /// The same for membership messages (protocol 253): what reaches a client that is no
+    /// member (broadcasts, and unicast the bridge floods).
+    pub fn start_membership(client: &Host) -> io::Result<AdvertWatch> {
+        AdvertWatch::start_protocol(client, crate::wire::membership::PROTOCOL)
+    }
+
+    fn start_protocol(client: &Host, protocol: u8) -> io::Result<AdvertWatch> {
         let (tx, rx) = std::sync::mpsc::channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let my_stop = stop.clone();
         let addr = client.addr;
         client.spawn_thread(move |lab_stop| {
-            let sock = match raw_socket().and_then(|s| {
-                s.join_multicast_v4(&vrrp::MULTICAST_GROUP, &addr)?;
+            let sock = match raw_socket(protocol).and_then(|s| {
+                if protocol == vrrp::PROTOCOL {
+                    s.join_multicast_v4(&vrrp::MULTICAST_GROUP, &addr)?;
+                }
                 s.set_read_timeout(Some(Duration::from_millis(50)))?;
                 Ok(s)
             }) {
@@ -244,7 +256,7 @@ impl Drop for AdvertWatch {
 }
 
 fn watch_loop(sock: &Socket, tx: &Sender<Advert>, stop: &AtomicBool, lab_stop: &AtomicBool) {
-    let mut buf = [0u8; 2048];
+    let mut buf = vec![0u8; 65_536];
     let mut reader = sock;
     while !stop.load(Ordering::Relaxed) && !lab_stop.load(Ordering::Relaxed) {
         let n = match reader.read(&mut buf) {
@@ -269,11 +281,11 @@ fn watch_loop(sock: &Socket, tx: &Sender<Advert>, stop: &AtomicBool, lab_stop: &
     }
 }
 
-fn raw_socket() -> io::Result<Socket> {
+fn raw_socket(protocol: u8) -> io::Result<Socket> {
     Socket::new(
         Domain::IPV4,
         Type::RAW,
-        Some(Protocol::from(i32::from(vrrp::PROTOCOL))),
+        Some(Protocol::from(i32::from(protocol))),
     )
 }
 
@@ -296,7 +308,7 @@ pub fn advert_datagram(src: Ipv4Addr, ttl: u8, vrrp_bytes: &[u8]) -> Vec<u8> {
 pub fn inject(client: &Host, datagram: Vec<u8>) -> io::Result<()> {
     let addr = client.addr;
     client.run_in(move || -> io::Result<()> {
-        let sock = raw_socket()?;
+        let sock = raw_socket(vrrp::PROTOCOL)?;
         sock.set_header_included_v4(true)?;
         sock.set_multicast_if_v4(&addr)?;
         let dst = if datagram.len() >= 20 {

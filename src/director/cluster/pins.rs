@@ -4,7 +4,7 @@
 //! reads the whole map on its own schedule.
 
 use super::*;
-use crate::dataplane::{FRESH_TIMEOUT, PinReads, PinsRead, void_pins};
+use crate::dataplane::{FRESH_TIMEOUT, PinReads, PinsRead};
 use crate::director::replication::{Held, Outbox};
 use crate::wire::membership::{Pins, PinsKind, Replica};
 
@@ -18,19 +18,17 @@ impl Cluster {
         if !self.director_role || self.cfg.sticky_idle_s == 0 {
             return PinReads::default();
         }
-        let delete = if std::mem::take(&mut self.pools_changed) {
-            match &self.last_desired {
-                Some(d) => void_pins(d, &self.outbox.pins(now)),
-                None => Vec::new(),
-            }
-        } else {
-            Vec::new()
-        };
+        // After the pools changed, the whole map: its void pins go (the worker deletes them).
+        // Not while a preload is still on its way into the kernel.
+        let full =
+            (self.pools_changed || self.outbox.reconcile_due(now)) && self.preload.is_empty();
+        if full {
+            self.pools_changed = false;
+        }
         PinReads {
             fresh: true,
             lookup: self.outbox.due(now),
-            full: self.outbox.reconcile_due(now) && self.preload.is_empty(),
-            delete,
+            full,
         }
     }
 

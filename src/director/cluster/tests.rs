@@ -471,7 +471,11 @@ fn status_client_says_pinned_or_which_bucket_and_why() {
     run(&mut nodes, &[true; 2], t0 + 3 * SEC, t0 + 5 * SEC);
     let c = nodes[1].client(t0 + 5 * SEC, client);
     assert_eq!(c.ports[0].how, "pinned");
-    assert!(c.source.contains("replicated from director"), "{}", c.source);
+    assert!(
+        c.source.contains("replicated from director"),
+        "{}",
+        c.source
+    );
 }
 
 impl Cluster {
