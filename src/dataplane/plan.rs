@@ -24,7 +24,7 @@ const STICKY_SIZE: u32 = 262_144;
 /// learns new pins by reading a map as small as the new-client rate (its `sticky` map is
 /// never read whole on a schedule; see `director::replication`). When full (more than this
 /// many new clients in [`FRESH_TIMEOUT`]), the rare whole read finds the rest.
-const FRESH_SIZE: u32 = 65_536;
+const FRESH_SIZE: u32 = 262_144;
 /// How long a new pin stays in the `fresh` map.
 pub const FRESH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Bucket tables larger than this are refused (the anonymous map lives in one rule).
@@ -541,7 +541,7 @@ mod tests {
 
     const HEAD: &str = "add table ip proxyha
 add map ip proxyha sticky { type ipv4_addr . inet_service : mark; size 262144; flags dynamic,timeout; }
-add map ip proxyha fresh { type ipv4_addr . inet_service : mark; size 65536; flags dynamic,timeout; }
+add map ip proxyha fresh { type ipv4_addr . inet_service : mark; size 262144; flags dynamic,timeout; }
 add chain ip proxyha prerouting { type filter hook prerouting priority raw; policy accept; }
 add chain ip proxyha nat_prerouting { type nat hook prerouting priority dstnat; policy accept; }
 add chain ip proxyha director

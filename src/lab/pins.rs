@@ -22,28 +22,25 @@ pub fn pins(n: u32, port: u16, nodes: &[Ipv4Addr], expires: Duration) -> Vec<Sti
         .collect()
 }
 
-/// Adds `pins` to `host`'s `sticky` map (timeout `idle`) and `fresh` map with one `nft -f`
-/// (what the old data path used, fine for injecting); returns how long nft took.
+/// Adds `pins` to `host`'s `sticky` map (timeout `idle`) with `nft -f` (what the old data path
+/// did to load a new director's pins), then to its `fresh` map; returns how long the `sticky`
+/// loads took.
 pub fn inject(
     host: &Host,
     pins: &[StickyEntry],
     idle: Duration,
     dir: &std::path::Path,
 ) -> io::Result<Duration> {
-    let mut script = String::with_capacity(pins.len() * 120);
-    for (map, timeout) in [("sticky", idle), ("fresh", FRESH_TIMEOUT)] {
+    let script = |map: &str, timeout: Duration, pins: &[StickyEntry]| {
+        let mut s = String::with_capacity(pins.len() * 100);
         for chunk in pins.chunks(5000) {
-            script.push_str(&format!("add element ip {TABLE} {map} {{ "));
+            s.push_str(&format!("add element ip {TABLE} {map} {{ "));
             for (i, p) in chunk.iter().enumerate() {
                 if i > 0 {
-                    script.push_str(", ");
+                    s.push_str(", ");
                 }
-                let expires = if map == "sticky" {
-                    Duration::from_millis(p.expires_ms).min(idle)
-                } else {
-                    timeout
-                };
-                script.push_str(&format!(
+                let expires = Duration::from_millis(p.expires_ms).min(timeout);
+                s.push_str(&format!(
                     "{} . {} timeout {}s expires {}ms : {:#010x}",
                     p.client,
                     p.port,
@@ -52,14 +49,25 @@ pub fn inject(
                     p.mark
                 ));
             }
-            script.push_str(" }\n");
+            s.push_str(" }\n");
         }
-    }
+        s
+    };
     let file = dir.join(format!("{}-pins.nft", host.name));
-    std::fs::write(&file, script)?;
-    let t = Instant::now();
-    host.exec("nft", &["-f", &file.to_string_lossy()])?;
-    let took = t.elapsed();
+    let run = |text: String| -> io::Result<Duration> {
+        std::fs::write(&file, text)?;
+        let t = Instant::now();
+        host.exec("nft", &["-f", &file.to_string_lossy()])?;
+        Ok(t.elapsed())
+    };
+    // In transactions of 25,000: nft fails a larger one with ENOBUFS here.
+    let mut took = Duration::ZERO;
+    for chunk in pins.chunks(25_000) {
+        took += run(script("sticky", idle, chunk))?;
+    }
+    for chunk in pins.chunks(20_000) {
+        run(script("fresh", FRESH_TIMEOUT, chunk))?;
+    }
     let _ = std::fs::remove_file(&file);
     Ok(took)
 }
