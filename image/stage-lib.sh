@@ -53,11 +53,11 @@
 #                                       running VM's with VM ""), exits 1
 #   stage_cleanup                       kills (by PID) the VMs still running and reaps them
 # Tunables (environment): STAGE_NOMINAL_GRUB (s, default 5; each test sets its own),
-# STAGE_STALL (30), STAGE_FIRST_BUDGET (60 x STAGE_NOMINAL_GRUB), STAGE_MARGIN (3), STAGE_CAP
+# STAGE_STALL (60), STAGE_FIRST_BUDGET (60 x STAGE_NOMINAL_GRUB), STAGE_MARGIN (3), STAGE_CAP
 # (900), STAGE_WALL_CAP (10800), STAGE_NAME (the message prefix, default the script's name).
 
 STAGE_NAME=${STAGE_NAME:-$(basename "$0" .sh)}
-STAGE_STALL=${STAGE_STALL:-30}
+STAGE_STALL=${STAGE_STALL:-60}
 STAGE_MARGIN=${STAGE_MARGIN:-3}
 STAGE_CAP=${STAGE_CAP:-900}
 STAGE_WALL_CAP=${STAGE_WALL_CAP:-10800}
