@@ -19,12 +19,11 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, SocketAddrV4};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use proxyha::lab::clients::{self, sources};
-use proxyha::lab::{self, Daemon, Host, Lab, VrrpOpts};
+use proxyha::lab::{self, Daemon, Lab, VrrpOpts};
 use socket2::{Domain, Socket, Type};
 
 #[derive(Parser)]
@@ -75,36 +74,6 @@ fn pins_of(lab: &Lab, d: &Daemon) -> u64 {
     status(lab, d).0["pins"].as_u64().unwrap_or(0)
 }
 
-fn serve_echo(host: &Host, port: u16) {
-    let name = host.name.clone();
-    host.serve_tcp(port, move |mut s, _, stop| {
-        let name = name.clone();
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-            let _ = s.write_all(format!("{name}\n").as_bytes());
-            let mut buf = [0u8; 256];
-            while !stop.load(Ordering::Relaxed) {
-                match s.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if s.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) => {}
-                    Err(_) => break,
-                }
-            }
-        });
-    })
-    .expect("starting the echo server");
-}
-
 /// A line's timestamp (`2026-12-02T02:37:11.248Z …`) as ms since midnight.
 fn log_ms(line: &str) -> Option<u64> {
     let t = line.get(11..23)?;
@@ -136,7 +105,7 @@ fn measure(n: u32, secs: u64) -> Row {
     let (client, nodes) = lab.add_client_and_nodes(3).expect("adding namespaces");
     for h in &nodes {
         h.serve_peer(PORT).expect("peer server");
-        serve_echo(h, ECHO);
+        h.serve_echo(ECHO).expect("starting the echo server");
     }
     // More sources than flows: those the director sends to itself die with it, by nature;
     // the 50 measured are on n2 and n3.

@@ -56,7 +56,7 @@ fn group(test: &str, mode: &str, capacities: [Option<f64>; 3]) -> Option<Group> 
         .map(|h| h.serve_peer(PORT).expect("starting the peer server"))
         .collect();
     for h in &nodes {
-        serve_echo(h, ECHO_PORT);
+        h.serve_echo(ECHO_PORT).expect("starting the echo server");
     }
     // 300 source addresses on the client (one batch), and the way back on every node.
     // The clients of every test, plus fresh ones (octets 101..) for test b.
@@ -439,40 +439,6 @@ fn director_takeover_moves_the_vip_off_lo_and_serves_every_client_again() {
         !lo.contains(&g.lab.vip().to_string()),
         "and not on n2's lo: {lo}"
     );
-}
-
-/// A long-lived echo server on `port` in `host`'s namespace: it greets each connection with
-/// the node's name, then echoes every byte until the peer closes.
-fn serve_echo(host: &Host, port: u16) {
-    let name = host.name.clone();
-    host.serve_tcp(port, move |mut s, _, stop| {
-        let name = name.clone();
-        let stop = stop.clone();
-        // The accepted socket lives in the namespace already; any thread may use it.
-        std::thread::spawn(move || {
-            use std::io::Write;
-            let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-            let _ = s.write_all(format!("{name}\n").as_bytes());
-            let mut buf = [0u8; 256];
-            while !stop.load(Ordering::Relaxed) {
-                match s.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if s.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) => {}
-                    Err(_) => break,
-                }
-            }
-        });
-    })
-    .expect("starting the echo server");
 }
 
 /// One long-lived connection of test d.

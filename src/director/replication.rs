@@ -83,7 +83,6 @@ impl Told {
 /// One standby as the director sees it.
 #[derive(Debug)]
 struct Standby {
-    last_heard: Instant,
     /// Sends its full cycles at [`CATCHUP_RATE`] until one completed.
     catching_up: bool,
     cycle: u32,
@@ -309,37 +308,26 @@ impl Outbox {
                 continue;
             }
             let s = self.standbys.remove(&addr).unwrap_or(Standby {
-                last_heard: heard,
                 catching_up: true,
                 cycle: 0,
                 walk: None,
                 credit: 0.0,
             });
-            next.insert(
-                addr,
-                Standby {
-                    last_heard: heard.max(s.last_heard),
-                    ..s
-                },
-            );
+            next.insert(addr, s);
         }
         self.standbys = next;
     }
 
     /// A standby's replica report: one that holds no complete cycle of this epoch (it
     /// restarted, or followed another director) is caught up fast.
-    pub fn handle_replica(&mut self, now: Instant, epoch: u64, r: &Replica) {
-        if let Some(s) = self.standbys.get_mut(&r.from) {
-            s.last_heard = now;
-            if (r.epoch != epoch || r.full_cycle == 0) && !s.catching_up && s.walk.is_none() {
-                s.catching_up = true;
-            }
+    pub fn handle_replica(&mut self, epoch: u64, r: &Replica) {
+        if let Some(s) = self.standbys.get_mut(&r.from)
+            && (r.epoch != epoch || r.full_cycle == 0)
+            && !s.catching_up
+            && s.walk.is_none()
+        {
+            s.catching_up = true;
         }
-    }
-
-    /// Standbys pins go to.
-    pub fn standbys(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
-        self.standbys.keys().copied()
     }
 
     fn assignment(idle: Duration, now: Instant, k: u64, t: &Told) -> Option<Assignment> {
@@ -673,11 +661,6 @@ impl Held {
         }
     }
 
-    /// The director these pins came from.
-    pub fn director(&self) -> Option<Ipv4Addr> {
-        self.of.map(|(d, _)| d)
-    }
-
     /// The live pins whose node `keep` accepts, for a new director's kernel map.
     pub fn entries(&self, now: Instant, keep: impl Fn(Ipv4Addr) -> bool) -> Vec<StickyEntry> {
         self.pins
@@ -809,7 +792,7 @@ mod tests {
                 }
             }
             held.expire(now);
-            out.handle_replica(now, 1, &held.replica(S));
+            out.handle_replica(1, &held.replica(S));
         }
         bytes
     }

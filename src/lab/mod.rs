@@ -797,6 +797,40 @@ impl Host {
         })
     }
 
+    /// A long-lived echo server on `port`: greets each connection with the host name and a
+    /// newline, then echoes until the peer closes or the lab stops (its own thread each).
+    pub fn serve_echo(&self, port: u16) -> io::Result<()> {
+        let name = self.name.clone();
+        self.serve_tcp(port, move |mut s, _, stop| {
+            let name = name.clone();
+            let stop = stop.clone();
+            // The accepted socket lives in the namespace already; any thread may use it.
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                let _ = s.write_all(format!("{name}\n").as_bytes());
+                let mut buf = [0u8; 256];
+                while !stop.load(Ordering::Relaxed) {
+                    match s.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                            ) => {}
+                        Err(_) => break,
+                    }
+                }
+            });
+        })
+        .map(|_| ())
+    }
+
     pub(crate) fn lab_dir(&self) -> &Path {
         &self.shared.dir
     }

@@ -486,7 +486,7 @@ impl Cluster {
             Ok((_, Message::Announcement(a))) => self.handle_announcement(now, src, a),
             Ok((_, Message::Handover(h))) => self.handle_handover(now, src, h),
             Ok((_, Message::Pins(p))) => self.handle_pins(now, src, p),
-            Ok((_, Message::Replica(r))) => self.handle_replica(now, src, r),
+            Ok((_, Message::Replica(r))) => self.handle_replica(src, r),
             Err(WireError::OtherGroup(_)) => self.count("discard_other_lb_id"),
             Err(WireError::BadMac | WireError::MissingMac | WireError::UnexpectedMac) => {
                 self.count("discard_auth")

@@ -140,12 +140,12 @@ impl Cluster {
     }
 
     /// A replica report (standby → director).
-    pub(super) fn handle_replica(&mut self, now: Instant, src: Ipv4Addr, r: Replica) {
+    pub(super) fn handle_replica(&mut self, src: Ipv4Addr, r: Replica) {
         if !self.director_role || r.from != src {
             self.count("discard_pins");
             return;
         }
-        self.outbox.handle_replica(now, self.epoch, &r);
+        self.outbox.handle_replica(self.epoch, &r);
     }
 
     /// Standby, with each report: what it holds, so the director knows whom to catch up.
