@@ -4,7 +4,7 @@
 # then (re-runs itself with sudo when not root, scripts/root.sh).
 # Who uses what (a fresh Debian 12 has only the Essential/required packages):
 #   gcc, libc6-dev   cargo links with cc (rustup brings no linker)
-#   iproute2         ip, ss, bridge: the namespace labs (src/lab, tests/*_lab.rs), the data path
+#   iproute2         ip, ss, bridge: the namespace labs (src/lab, tests/*_lab.rs)
 #   nftables         nft: the data path (src/dataplane) and its lab tests
 #   keepalived       the interoperability labs (src/lab/daemons.rs)
 #   procps           sysctl (src/lab, src/dataplane)

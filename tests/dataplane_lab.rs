@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use proxyha::dataplane::{
-    Dataplane, Desired, DirectorState, Mode, NftDataplane, NftOptions, PinReads, PortPool,
-    PortRedirect, Role,
+    Dataplane, Desired, DirectorState, Mode, NftDataplane, NftOptions, PinReads, PinStage,
+    PortPool, PortRedirect, Role, StickyEntry,
 };
 use proxyha::director::scheduler::bucket_of;
 
@@ -234,6 +234,7 @@ fn director_role(buckets: Vec<Option<Ipv4Addr>>) -> Role {
         hash_seed: SEED,
         sticky_idle_s: 300,
         sticky_preload: vec![],
+        sticky_void: vec![],
     })
 }
 
@@ -427,6 +428,7 @@ fn run_lab(mode: Mode, tag: &str) {
         followed += 1;
     }
     eprintln!("{mode}: round 2: {followed}/30 new clients followed the new table");
+    staging(&mut scanners[0], mode, &pins);
 
     director.teardown().expect("tearing down the director");
     for s in &mut scanners {
@@ -447,4 +449,88 @@ fn run_lab(mode: Mode, tag: &str) {
     }
     let lo = sh(&["ip", "-n", &lab.ns("n2"), "addr", "show", "dev", "lo"]);
     assert!(!lo.contains("10.88.0.100"), "VIP left on lo: {lo}");
+}
+
+/// A standby candidate keeps the director's pins in its own `sticky` map (staged by change);
+/// taking over keeps them (minus the void ones) without loading; scanning again flushes.
+fn staging(n2: &mut NftDataplane, mode: Mode, director_pins: &[StickyEntry]) {
+    let held = |dp: &mut NftDataplane| -> BTreeMap<(Ipv4Addr, u16), u32> {
+        dp.read_pins(&PinReads {
+            full: true,
+            ..PinReads::default()
+        })
+        .expect("reading n2's sticky map")
+        .full
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| ((e.client, e.port), e.mark))
+        .collect()
+    };
+    let want: BTreeMap<_, _> = director_pins
+        .iter()
+        .map(|e| ((e.client, e.port), e.mark))
+        .collect();
+    n2.stage_pins(&PinStage {
+        upserts: director_pins.to_vec(),
+        removed: vec![],
+        timeout_ms: 300_000,
+    })
+    .expect("staging the director's pins on n2");
+    assert_eq!(held(n2), want, "n2 holds every staged pin");
+    // A moved pin and a removed one, by change only.
+    let mut moved = director_pins[0];
+    moved.mark = if moved.mark == u32::from(N3) {
+        u32::from(N2)
+    } else {
+        u32::from(N3)
+    };
+    let removed = director_pins[1];
+    n2.stage_pins(&PinStage {
+        upserts: vec![moved],
+        removed: vec![removed],
+        timeout_ms: 300_000,
+    })
+    .expect("staging a change");
+    let mut want2 = want.clone();
+    want2.insert((moved.client, moved.port), moved.mark);
+    want2.remove(&(removed.client, removed.port));
+    assert_eq!(
+        held(n2),
+        want2,
+        "the change is in n2's map, nothing else moved"
+    );
+    // n2 takes over: nothing to load, one void pin to delete; the rest stays.
+    let void = director_pins[2];
+    let mut role = director_role((0..BUCKETS).map(|_| None).collect());
+    if let Role::Director(d) = &mut role {
+        d.self_addr = N2;
+        d.nodes = vec![N3, DIR];
+        d.sticky_void = vec![void];
+    }
+    n2.apply(&desired(mode, role))
+        .expect("n2 taking over with staged pins");
+    want2.remove(&(void.client, void.port));
+    assert_eq!(
+        held(n2),
+        want2,
+        "staged pins survive the takeover, the void one went"
+    );
+    eprintln!(
+        "{mode}: staging: {} pins staged on n2, a move and a removal by change, {} kept through its takeover",
+        want.len(),
+        want2.len()
+    );
+    // Scanning again: its own pins go (the next director replicates anew).
+    n2.apply(&desired(
+        mode,
+        Role::Scanning {
+            self_addr: N2,
+            director: Some(DIR),
+        },
+    ))
+    .expect("n2 scanning again");
+    assert!(
+        held(n2).is_empty(),
+        "a node that starts scanning flushes its maps"
+    );
 }

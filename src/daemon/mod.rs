@@ -343,6 +343,11 @@ pub async fn run(
                         lb.retry_at.get_or_insert(Instant::now() + APPLY_RETRY);
                     }
                 }
+                Done::Staged(id, ok) => {
+                    if let Some(lb) = shell.lb.as_mut() {
+                        lb.cluster.stage_done(Instant::now(), id, ok);
+                    }
+                }
                 Done::PinsRead(r) => {
                     if let Some(lb) = shell.lb.as_mut() {
                         lb.cluster.handle_pins_read(Instant::now(), r);
@@ -530,6 +535,10 @@ impl LoadSharing {
         let reads = self.cluster.pin_reads(now);
         if !reads.is_empty() {
             self.worker.read_pins(reads);
+        }
+        // On a standby candidate: what changed among the held pins, into its own map.
+        if let Some((id, stage)) = self.cluster.pins_to_stage(now) {
+            self.worker.stage_pins(id, stage);
         }
         self.cluster.handle_local_load(load);
         all_listening

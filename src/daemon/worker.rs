@@ -1,18 +1,20 @@
 //! The data-path worker: one OS thread owning the [`NftDataplane`], so the blocking `nft`
-//! and `ip` calls (tens to hundreds of ms) never hold up the select loop, and with it VRRP
-//! adverts. Only the newest desired state matters: queued applies are coalesced.
+//! runs and netlink batches (tens to hundreds of ms) never hold up the select loop, and with
+//! it VRRP adverts. Only the newest desired state matters: queued applies are coalesced.
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use crate::dataplane::{
-    Dataplane, Desired, NftDataplane, NftOptions, PinReads, PinsRead, Role, void_pins,
+    Dataplane, Desired, NftDataplane, NftOptions, PinReads, PinStage, PinsRead, Role, void_pins,
 };
 
 enum Cmd {
     Apply(Desired),
     /// The director's reads for replication (netlink, cost by change).
     ReadPins(PinReads),
+    /// A standby's held-pin changes for its own `sticky` map, with an id to answer.
+    StagePins(u64, PinStage),
     Teardown,
 }
 
@@ -23,6 +25,8 @@ pub enum Done {
     /// the director's.
     Applied(Result<(), String>, bool, bool),
     PinsRead(PinsRead),
+    /// Stage `id` is in the kernel (true) or failed.
+    Staged(u64, bool),
 }
 
 pub struct Worker {
@@ -35,43 +39,7 @@ impl Worker {
         let (tx, rx) = mpsc::channel::<Cmd>();
         let thread = std::thread::Builder::new()
             .name("dataplane".into())
-            .spawn(move || {
-                let mut dp = NftDataplane::new(NftOptions::default());
-                // The last state applied: which pins are void.
-                let mut applied: Option<Desired> = None;
-                while let Ok(mut cmd) = rx.recv() {
-                    // Coalesce: of several queued applies only the last one counts; a
-                    // teardown ends everything.
-                    while let Ok(next) = rx.try_recv() {
-                        match (&cmd, next) {
-                            (Cmd::Teardown, _) => {}
-                            (_, next @ Cmd::Teardown) => cmd = next,
-                            (Cmd::Apply(_), Cmd::ReadPins(r)) => {
-                                let _ = done.send(Done::PinsRead(read_pins(&mut dp, &r, applied.as_ref())));
-                            }
-                            (_, next) => cmd = next,
-                        }
-                    }
-                    match cmd {
-                        Cmd::Apply(d) => {
-                            let preload = matches!(&d.role, Role::Director(s) if !s.sticky_preload.is_empty());
-                            let director = matches!(&d.role, Role::Director(_));
-                            let r = dp.apply(&d).map_err(|e| e.to_string());
-                            applied = r.is_ok().then_some(d);
-                            let _ = done.send(Done::Applied(r, preload, director));
-                        }
-                        Cmd::ReadPins(r) => {
-                            let _ = done.send(Done::PinsRead(read_pins(&mut dp, &r, applied.as_ref())));
-                        }
-                        Cmd::Teardown => {
-                            if let Err(e) = dp.teardown() {
-                                log::error!("{e}");
-                            }
-                            return;
-                        }
-                    }
-                }
-            })?;
+            .spawn(move || serve(&mut NftDataplane::new(NftOptions::default()), &rx, &done))?;
         Ok(Worker {
             tx,
             thread: Some(thread),
@@ -86,6 +54,10 @@ impl Worker {
         let _ = self.tx.send(Cmd::ReadPins(reads));
     }
 
+    pub fn stage_pins(&self, id: u64, stage: PinStage) {
+        let _ = self.tx.send(Cmd::StagePins(id, stage));
+    }
+
     /// Removes everything of ours from the kernel and waits for it (on a blocking thread,
     /// so the runtime stays free).
     pub async fn teardown(mut self) {
@@ -94,6 +66,69 @@ impl Worker {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
     }
+}
+
+/// The worker's loop, until a teardown (or the loop's end of the channel is gone).
+fn serve(
+    dp: &mut impl Dataplane,
+    rx: &mpsc::Receiver<Cmd>,
+    done: &tokio::sync::mpsc::UnboundedSender<Done>,
+) {
+    // The last state applied: which pins are void.
+    let mut applied: Option<Desired> = None;
+    while let Ok(first) = rx.recv() {
+        let mut queue = vec![first];
+        queue.extend(rx.try_iter());
+        if queue.iter().any(|c| matches!(c, Cmd::Teardown)) {
+            if let Err(e) = dp.teardown() {
+                log::error!("{e}");
+            }
+            return;
+        }
+        // Of several queued applies only the last one counts, but a stage runs
+        // after the apply queued before it (a node that starts scanning flushes
+        // its maps first) and before the ones after it (a takeover reads them).
+        let mut pending: Option<Desired> = None;
+        for cmd in queue {
+            match cmd {
+                Cmd::Apply(d) => pending = Some(d),
+                Cmd::ReadPins(r) => {
+                    let _ = done.send(Done::PinsRead(read_pins(dp, &r, applied.as_ref())));
+                }
+                Cmd::StagePins(id, stage) => {
+                    if let Some(d) = pending.take() {
+                        apply(dp, d, &mut applied, done);
+                    }
+                    let ok = match dp.stage_pins(&stage) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            log::warn!("{e}");
+                            false
+                        }
+                    };
+                    let _ = done.send(Done::Staged(id, ok));
+                }
+                Cmd::Teardown => {}
+            }
+        }
+        if let Some(d) = pending {
+            apply(dp, d, &mut applied, done);
+        }
+    }
+}
+
+fn apply(
+    dp: &mut impl Dataplane,
+    d: Desired,
+    applied: &mut Option<Desired>,
+    done: &tokio::sync::mpsc::UnboundedSender<Done>,
+) {
+    let preload = matches!(&d.role, Role::Director(s)
+        if !s.sticky_preload.is_empty() || !s.sticky_void.is_empty());
+    let director = matches!(&d.role, Role::Director(_));
+    let r = dp.apply(&d).map_err(|e| e.to_string());
+    *applied = r.is_ok().then_some(d);
+    let _ = done.send(Done::Applied(r, preload, director));
 }
 
 /// The reads, or what part of them could be done: a failed read is logged and the
@@ -163,6 +198,7 @@ mod tests {
                 hash_seed: 1,
                 sticky_idle_s: 300,
                 sticky_preload: vec![],
+                sticky_void: vec![],
             }),
         };
         let pin = |i: u8, node: Ipv4Addr| StickyEntry {
@@ -199,5 +235,64 @@ mod tests {
         assert_eq!(r.full, Some(vec![pin(2, n3)]));
         assert_eq!(dp.sticky, vec![pin(2, n3)]);
         assert_eq!(dp.calls.last(), Some(&Call::DeletePins(vec![pin(1, n2)])));
+    }
+
+    #[test]
+    fn queued_applies_coalesce_but_a_stage_keeps_its_place() {
+        use crate::dataplane::{Mode, PinStage};
+        let scanning = |vip: u8| Desired {
+            vip: Ipv4Addr::new(10, 9, 0, vip),
+            interface: "eth0".into(),
+            redirects: vec![crate::dataplane::PortRedirect {
+                port: 9090,
+                to: 9090,
+            }],
+            mode: Mode::Direct,
+            role: Role::Scanning {
+                self_addr: Ipv4Addr::new(10, 9, 0, 2),
+                director: None,
+            },
+        };
+        let stage = PinStage {
+            upserts: vec![StickyEntry {
+                client: Ipv4Addr::new(10, 9, 1, 1),
+                port: 9090,
+                mark: 7,
+                expires_ms: 1000,
+            }],
+            removed: vec![],
+            timeout_ms: 300_000,
+        };
+        let (tx, rx) = mpsc::channel();
+        for c in [
+            Cmd::Apply(scanning(100)),
+            Cmd::Apply(scanning(101)),
+            Cmd::StagePins(1, stage.clone()),
+            Cmd::Apply(scanning(102)),
+            Cmd::Apply(scanning(103)),
+        ] {
+            tx.send(c).unwrap();
+        }
+        drop(tx);
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut dp = RecordingDataplane::default();
+        serve(&mut dp, &rx, &done_tx);
+        let vips: Vec<String> = dp
+            .calls
+            .iter()
+            .map(|c| match c {
+                Call::Apply { desired, .. } => desired.vip.to_string(),
+                Call::StagePins(_) => "stage".into(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(vips, ["10.9.0.101", "stage", "10.9.0.103"]);
+        assert_eq!(dp.sticky, stage.upserts);
+        let mut answers = Vec::new();
+        while let Ok(d) = done_rx.try_recv() {
+            answers.push(format!("{d:?}"));
+        }
+        assert_eq!(answers.len(), 3, "{answers:?}");
+        assert_eq!(answers[1], "Staged(1, true)");
     }
 }

@@ -3,7 +3,7 @@
 //! Policy and kernel meet here, netavark style: the daemon describes what it wants as plain
 //! data ([`Desired`]); pure functions turn it into an `nft -f` script ([`plan()`]), policy
 //! routing ([`routing_plan`]) and host settings ([`host_plan`]), tested without root; a
-//! [`Dataplane`] carries them out. [`NftDataplane`] is the real one (nft + `ip` + /proc/sys),
+//! [`Dataplane`] carries them out. [`NftDataplane`] is the real one (nft + netlink + /proc/sys),
 //! [`RecordingDataplane`] records calls for tests of the daemon.
 //!
 //! Marks: the packet mark that routes a client to a node *is the node's IPv4 address* as a
@@ -16,6 +16,7 @@ mod nfnl;
 mod nfsock;
 mod nft;
 mod plan;
+mod rtsock;
 mod sticky;
 
 use std::net::Ipv4Addr;
@@ -24,8 +25,8 @@ pub use crate::config::{Mode, PortRedirect};
 pub use nft::{NftDataplane, NftOptions};
 pub use plan::{
     BACKEND_RULE_PREF, FRESH_TIMEOUT, FWMARK_RULE_PREF, HostPlan, LOCAL_RULE_PREF, LOCAL_TABLE,
-    Route, RoutingPlan, Rule, Selector, TABLE, host_plan, mark_of, plan, preamble, preload_pins,
-    routing_plan, void_pins,
+    Route, RoutingPlan, Rule, Selector, TABLE, flush_pins, host_plan, mark_of, plan, preamble,
+    preload_pins, routing_plan, void_pins,
 };
 pub use sticky::{StickyEntry, parse_sticky_dump};
 
@@ -67,8 +68,29 @@ pub struct DirectorState {
     pub hash_seed: u32,
     /// Idle time after which a client's pin expires; 0 disables stickiness.
     pub sticky_idle_s: u32,
-    /// Pins to load into the sticky map (replicated from the previous director).
+    /// Pins to load into the sticky map (replicated from the previous director): all of
+    /// them, or only those not staged yet ([`Dataplane::stage_pins`]).
     pub sticky_preload: Vec<StickyEntry>,
+    /// Keys to delete from the sticky map first (staged pins whose node is gone).
+    pub sticky_void: Vec<StickyEntry>,
+}
+
+/// A standby candidate's changes for its own `sticky` map: the pins it holds from the
+/// director, kept in the kernel ahead of a takeover (no rule reads them until it directs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PinStage {
+    /// Pins to (re)write with their time left.
+    pub upserts: Vec<StickyEntry>,
+    /// Keys that are gone (mark and time 0).
+    pub removed: Vec<StickyEntry>,
+    /// The pins' idle timeout (the map's per-element timeout), ms.
+    pub timeout_ms: u64,
+}
+
+impl PinStage {
+    pub fn is_empty(&self) -> bool {
+        self.upserts.is_empty() && self.removed.is_empty()
+    }
 }
 
 /// The nodes behind some redirected ports (issue 4: a node whose listener for one port
@@ -148,6 +170,9 @@ pub trait Dataplane {
     /// Deletes these pins from `sticky` (see [`void_pins`]); one that expired meanwhile is
     /// not an error.
     fn delete_pins(&mut self, pins: &[StickyEntry]) -> Result<(), DataplaneError>;
+    /// A scanning node: writes a [`PinStage`] into its `sticky` map. An error when the node
+    /// is not scanning (its table is not a scanning node's).
+    fn stage_pins(&mut self, stage: &PinStage) -> Result<(), DataplaneError>;
 }
 
 /// One recorded call of [`RecordingDataplane`].
@@ -161,6 +186,7 @@ pub enum Call {
     Teardown,
     ReadPins(PinReads),
     DeletePins(Vec<StickyEntry>),
+    StagePins(PinStage),
 }
 
 /// A [`Dataplane`] for tests: records calls, plans (so invalid input still fails like the
@@ -211,6 +237,19 @@ impl Dataplane for RecordingDataplane {
         self.calls.push(Call::DeletePins(pins.to_vec()));
         let keys: Vec<(Ipv4Addr, u16)> = pins.iter().map(|e| (e.client, e.port)).collect();
         self.sticky.retain(|e| !keys.contains(&(e.client, e.port)));
+        Ok(())
+    }
+
+    fn stage_pins(&mut self, stage: &PinStage) -> Result<(), DataplaneError> {
+        self.calls.push(Call::StagePins(stage.clone()));
+        let gone: Vec<(Ipv4Addr, u16)> = stage
+            .removed
+            .iter()
+            .chain(&stage.upserts)
+            .map(|e| (e.client, e.port))
+            .collect();
+        self.sticky.retain(|e| !gone.contains(&(e.client, e.port)));
+        self.sticky.extend(stage.upserts.iter().copied());
         Ok(())
     }
 }

@@ -1,12 +1,11 @@
 //! The real data path: `nft -f -` for the table (on changes only), netlink for the sticky
-//! maps (every period: [`super::nfsock`]), `ip` for policy routing and the VIP on `lo`,
-//! /proc/sys for sysctls.
+//! maps (every period: [`super::nfsock`]), rtnetlink for policy routing and the VIP on `lo`
+//! (on changes: [`super::rtsock`]), /proc/sys for sysctls. Nothing here spawns a process
+//! per period; nft runs with a timeout when the table changes.
 //!
-//! Why `ip` and not rtnetlink here: the [`Dataplane`] trait is synchronous (nft is a child
-//! process anyway), `ip rule` selectors such as `ipproto`/`sport` are one argument each, and
-//! the exact command in an error message is something an administrator can re-run. Every
-//! command runs with a timeout. Rules are added before stale ones are removed, so a
-//! forwarded connection never falls through to local delivery (which would reset it).
+//! Rules are added before stale ones are removed, so a forwarded connection never falls
+//! through to local delivery (which would reset it). Errors name the `ip`/`nft` command that
+//! does the same by hand.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -18,10 +17,13 @@ use serde_json::Value;
 
 use super::nfnl::Op;
 use super::nfsock::NfSock;
-use super::plan::{BACKEND_RULE_PREF, FWMARK_RULE_PREF, LOCAL_RULE_PREF, LOCAL_TABLE, TABLE};
+use super::plan::{
+    BACKEND_RULE_PREF, FWMARK_RULE_PREF, LOCAL_RULE_PREF, LOCAL_TABLE, Route, TABLE,
+};
+use super::rtsock::{Listed, RtSock};
 use super::{
-    Dataplane, DataplaneError, Desired, PinReads, PinsRead, Role, Rule, Selector, StickyEntry,
-    host_plan, plan, preamble, preload_pins, routing_plan,
+    Dataplane, DataplaneError, Desired, PinReads, PinStage, PinsRead, Role, Rule, Selector,
+    StickyEntry, flush_pins, host_plan, plan, preamble, preload_pins, routing_plan,
 };
 
 #[derive(Debug, Clone)]
@@ -56,8 +58,12 @@ pub struct NftDataplane {
     vip: Option<Ipv4Addr>,
     /// Opened on first use.
     nfsock: Option<NfSock>,
+    /// Opened on first use.
+    rtsock: Option<RtSock>,
     /// Our table and maps exist (a non-idle state was applied since the last idle one).
     table_ready: bool,
+    /// The last state applied was a scanning node's: its `sticky` map holds staged pins.
+    scanning: bool,
 }
 
 fn op_err(op: impl Into<String>, detail: impl Into<String>) -> DataplaneError {
@@ -74,7 +80,9 @@ impl NftDataplane {
             saved_sysctls: BTreeMap::new(),
             vip: None,
             nfsock: None,
+            rtsock: None,
             table_ready: false,
+            scanning: false,
         }
     }
 
@@ -195,53 +203,43 @@ impl NftDataplane {
         }
     }
 
-    fn vip_on_lo(&self, vip: Ipv4Addr, on: bool) -> Result<(), DataplaneError> {
-        let cidr = format!("{vip}/32");
-        if on {
-            self.run(
-                &format!("adding {cidr} to lo"),
-                &Self::argv(&["ip", "addr", "replace", &cidr, "dev", "lo"]),
-                None,
-            )
-            .map(|_| ())
-        } else {
-            match self.run(
-                &format!("removing {cidr} from lo"),
-                &Self::argv(&["ip", "addr", "del", &cidr, "dev", "lo"]),
-                None,
-            ) {
-                // Not there (the message differs between iproute2 versions): goal met.
-                Err(DataplaneError::Op { detail, .. })
-                    if detail.contains("Cannot assign requested address")
-                        || detail.contains("Address not found") =>
-                {
-                    Ok(())
-                }
-                other => other.map(|_| ()),
-            }
+    fn rt(&mut self) -> Result<&RtSock, DataplaneError> {
+        if self.rtsock.is_none() {
+            let s = RtSock::open_in(self.opts.netns.as_deref())
+                .map_err(|e| op_err("opening the rtnetlink socket", e.to_string()))?;
+            self.rtsock = Some(s);
         }
+        self.rtsock
+            .as_ref()
+            .ok_or_else(|| op_err("opening the rtnetlink socket", "not open"))
+    }
+
+    fn vip_on_lo(&mut self, vip: Ipv4Addr, on: bool) -> Result<(), DataplaneError> {
+        let op = if on {
+            format!("adding {vip}/32 to lo")
+        } else {
+            format!("removing {vip}/32 from lo")
+        };
+        self.rt()?.vip_on_lo(vip, on).map_err(|e| op_err(op, e))
     }
 
     /// Our rules currently in the kernel (by preference), plus where `local` sits.
-    fn current_rules(&self) -> Result<(Vec<Rule>, BTreeSet<u32>), DataplaneError> {
-        let out = self.run(
-            "listing policy routing rules",
-            &Self::argv(&["ip", "-j", "rule", "show"]),
-            None,
-        )?;
-        Ok(parse_ip_rules(&out))
+    fn current_rules(&mut self) -> Result<(Vec<Rule>, BTreeSet<u32>), DataplaneError> {
+        let listed = self
+            .rt()?
+            .rules()
+            .map_err(|e| op_err("listing policy routing rules", e))?;
+        Ok(ours(&listed))
     }
 
-    fn rule(&self, verb: &str, r: &Rule) -> Result<(), DataplaneError> {
-        let mut argv = Self::argv(&["ip", "rule", verb]);
-        argv.extend(r.ip_args());
-        let what = if verb == "add" { "adding" } else { "deleting" };
-        self.run(
-            &format!("{what} rule `{}`", r.ip_args().join(" ")),
-            &argv,
-            None,
-        )
-        .map(|_| ())
+    fn rule(&mut self, verb: &str, r: &Rule) -> Result<(), DataplaneError> {
+        let rt = self.rt()?;
+        let (what, res) = if verb == "add" {
+            ("adding", rt.add_rule(r))
+        } else {
+            ("deleting", rt.del_rule(r))
+        };
+        res.map_err(|e| op_err(format!("{what} rule `{}`", r.ip_args().join(" ")), e))
     }
 
     fn local_rule(pref: u32) -> Rule {
@@ -254,7 +252,7 @@ impl NftDataplane {
 
     /// Puts `local` at `keep` (adding it first) and removes it from `drop`.
     fn place_local(
-        &self,
+        &mut self,
         local_prefs: &BTreeSet<u32>,
         keep: u32,
         drop: u32,
@@ -268,13 +266,16 @@ impl NftDataplane {
         Ok(())
     }
 
-    fn flush_table(&self, table: u32) -> Result<(), DataplaneError> {
-        self.run(
-            &format!("flushing routing table {table}"),
-            &Self::argv(&["ip", "route", "flush", "table", &table.to_string()]),
-            None,
-        )
-        .map(|_| ())
+    fn flush_table(&mut self, table: u32) -> Result<(), DataplaneError> {
+        self.rt()?
+            .flush_table(table)
+            .map_err(|e| op_err(format!("flushing routing table {table}"), e))
+    }
+
+    fn replace_route(&mut self, route: &Route) -> Result<(), DataplaneError> {
+        self.rt()?
+            .replace_route(route)
+            .map_err(|e| op_err(format!("setting route `{}`", route.ip_args().join(" ")), e))
     }
 
     fn nft_apply(&self, op: &str, script: &str) -> Result<(), DataplaneError> {
@@ -311,60 +312,44 @@ impl NftDataplane {
     }
 }
 
-/// Parses `ip -j rule show`: our rules (prefs [`FWMARK_RULE_PREF`], [`BACKEND_RULE_PREF`])
-/// and the preferences at which the `local` rule sits.
-pub(crate) fn parse_ip_rules(json: &str) -> (Vec<Rule>, BTreeSet<u32>) {
-    let mut ours = Vec::new();
+/// Our rules (prefs [`FWMARK_RULE_PREF`], [`BACKEND_RULE_PREF`]) among the listed ones, and
+/// the preferences at which the `local` rule sits.
+pub(crate) fn ours(listed: &[Listed]) -> (Vec<Rule>, BTreeSet<u32>) {
+    let mut rules = Vec::new();
     let mut local = BTreeSet::new();
-    let Ok(Value::Array(items)) = serde_json::from_str::<Value>(json) else {
-        return (ours, local);
-    };
-    for it in items {
-        let Some(pref) = it["priority"].as_u64().and_then(|p| u32::try_from(p).ok()) else {
-            continue;
-        };
-        let table = match &it["table"] {
-            Value::String(s) if s == "local" => Some(LOCAL_TABLE),
-            Value::String(s) => s.parse::<u32>().ok(),
-            Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-            _ => None,
-        };
-        if table == Some(LOCAL_TABLE) && it.get("fwmark").is_none() && it["src"] == "all" {
-            local.insert(pref);
-            continue;
-        }
-        let Some(table) = table else { continue };
-        let selector = if pref == FWMARK_RULE_PREF {
-            it["fwmark"]
-                .as_str()
-                .and_then(|m| u32::from_str_radix(m.trim_start_matches("0x"), 16).ok())
-                .map(Selector::FwMark)
-        } else if pref == BACKEND_RULE_PREF {
-            let from = it["src"].as_str().and_then(|s| s.parse::<Ipv4Addr>().ok());
-            let sport = match &it["sport"] {
-                Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
-                Value::String(s) => s.parse::<u16>().ok(),
-                _ => None,
-            };
-            from.zip(sport)
-                .map(|(from, sport)| Selector::FromTcpSport { from, sport })
-        } else {
-            None
-        };
-        if let Some(selector) = selector {
-            ours.push(Rule {
-                pref,
-                selector,
-                table,
-            });
+    for l in listed {
+        match l {
+            Listed::Local(pref) => {
+                local.insert(*pref);
+            }
+            Listed::Shaped(
+                r @ Rule {
+                    selector: Selector::FwMark(_),
+                    pref,
+                    ..
+                },
+            ) if *pref == FWMARK_RULE_PREF => rules.push(r.clone()),
+            Listed::Shaped(
+                r @ Rule {
+                    selector: Selector::FromTcpSport { .. },
+                    pref,
+                    ..
+                },
+            ) if *pref == BACKEND_RULE_PREF => rules.push(r.clone()),
+            _ => {}
         }
     }
-    (ours, local)
+    (rules, local)
 }
 
 impl Dataplane for NftDataplane {
     fn apply(&mut self, d: &Desired) -> Result<(), DataplaneError> {
-        let script = plan(d)?;
+        let mut script = plan(d)?;
+        let scanning = matches!(d.role, Role::Scanning { .. });
+        if scanning && !self.scanning {
+            // Starts scanning: its own pins (as a director, or from before a restart) go.
+            script.push_str(&flush_pins());
+        }
         let routing = routing_plan(d);
         let host = host_plan(d);
         self.vip = Some(d.vip);
@@ -380,13 +365,7 @@ impl Dataplane for NftDataplane {
 
         let (current, local_prefs) = self.current_rules()?;
         for route in &routing.routes {
-            let mut argv = Self::argv(&["ip", "route", "replace"]);
-            argv.extend(route.ip_args());
-            self.run(
-                &format!("setting route `{}`", route.ip_args().join(" ")),
-                &argv,
-                None,
-            )?;
+            self.replace_route(route)?;
         }
         for r in routing.rules.iter().filter(|r| !current.contains(r)) {
             self.rule("add", r)?;
@@ -396,8 +375,22 @@ impl Dataplane for NftDataplane {
         }
 
         // A new director's replicated pins go in before any rule can pin their clients
-        // anew: the table and maps first, then one netlink batch, then the rules.
+        // anew: the table and maps first, then one netlink batch, then the rules. Staged
+        // pins are there already; the void ones among them go first.
         if let Role::Director(dir) = &d.role {
+            if self.table_ready && !dir.sticky_void.is_empty() {
+                let t = Instant::now();
+                match self
+                    .sock()?
+                    .delete_present(TABLE, "sticky", &dir.sticky_void)
+                {
+                    Ok(n) => log::info!(
+                        "deleted {n} staged pins whose node is gone in {} ms",
+                        t.elapsed().as_millis()
+                    ),
+                    Err(e) => log::warn!("deleting void staged pins: {e}"),
+                }
+            }
             let pins = preload_pins(dir);
             if !pins.is_empty() {
                 if !self.table_ready {
@@ -425,8 +418,10 @@ impl Dataplane for NftDataplane {
         };
         let t = Instant::now();
         self.table_ready = false;
+        self.scanning = false;
         self.nft_apply(&op, &script)?;
         self.table_ready = !matches!(d.role, Role::Idle);
+        self.scanning = scanning;
         let nft_ms = t.elapsed().as_millis();
         let t = Instant::now();
         self.verify(matches!(d.role, Role::Idle))?;
@@ -452,6 +447,7 @@ impl Dataplane for NftDataplane {
     fn teardown(&mut self) -> Result<(), DataplaneError> {
         let mut errs = Vec::new();
         self.table_ready = false;
+        self.scanning = false;
         let script = format!("add table ip {TABLE}\ndelete table ip {TABLE}\n");
         if let Err(e) = self.nft_apply(&format!("deleting nft table ip {TABLE}"), &script) {
             errs.push(e);
@@ -531,6 +527,38 @@ impl Dataplane for NftDataplane {
         log::debug!("deleted {n} void pins");
         Ok(())
     }
+
+    fn stage_pins(&mut self, stage: &PinStage) -> Result<(), DataplaneError> {
+        let op = || {
+            format!(
+                "staging {} pins (and {} removals) in ip {TABLE} sticky",
+                stage.upserts.len(),
+                stage.removed.len()
+            )
+        };
+        if !self.scanning {
+            return Err(op_err(op(), "this node's table is not a scanning node's"));
+        }
+        if stage.is_empty() {
+            return Ok(());
+        }
+        let sock = self.sock()?;
+        // `add` leaves an existing element (its node and its expiry) alone: a changed or
+        // refreshed pin is deleted first.
+        let mut keys = stage.removed.clone();
+        keys.extend_from_slice(&stage.upserts);
+        sock.delete_present(TABLE, "sticky", &keys)
+            .map_err(|e| op_err(op(), e))?;
+        sock.apply(
+            TABLE,
+            "sticky",
+            Op::Add {
+                timeout_ms: stage.timeout_ms,
+            },
+            &stage.upserts,
+        )
+        .map_err(|e| op_err(op(), e))
+    }
 }
 
 #[cfg(test)]
@@ -538,34 +566,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ip_rule_json_finds_ours_and_the_local_rule() {
-        // `ip -j rule show` (iproute2 6.1) on a direct-mode director and a NAT backend.
-        let json = r#"[{"priority":100,"src":"all","fwmark":"0xa580002","table":"173539330"},
-            {"priority":101,"src":"10.88.0.2","ipproto":"tcp","sport":3128,"table":"173539329"},
-            {"priority":200,"src":"all","table":"local"},
-            {"priority":300,"src":"all","fwmark":"0x1","table":"7"},
-            {"priority":32766,"src":"all","table":"main"},{"priority":32767,"src":"all","table":"default"}]"#;
-        let (ours, local) = parse_ip_rules(json);
-        assert_eq!(
-            ours,
-            vec![
-                Rule {
-                    pref: 100,
-                    selector: Selector::FwMark(0x0a58_0002),
-                    table: 173_539_330
-                },
-                Rule {
-                    pref: 101,
-                    selector: Selector::FromTcpSport {
-                        from: Ipv4Addr::new(10, 88, 0, 2),
-                        sport: 3128
-                    },
-                    table: 173_539_329
-                },
-            ]
-        );
-        assert_eq!(local, BTreeSet::from([200]));
-        assert_eq!(parse_ip_rules("garbage"), (vec![], BTreeSet::new()));
+    fn ours_are_the_fwmark_and_backend_rules_at_our_prefs() {
+        let fw = Rule {
+            pref: FWMARK_RULE_PREF,
+            selector: Selector::FwMark(0x0a58_0002),
+            table: 173_539_330,
+        };
+        let back = Rule {
+            pref: BACKEND_RULE_PREF,
+            selector: Selector::FromTcpSport {
+                from: Ipv4Addr::new(10, 88, 0, 2),
+                sport: 3128,
+            },
+            table: 173_539_329,
+        };
+        // An administrator's fwmark rule at another preference is not ours.
+        let theirs = Rule {
+            pref: 300,
+            selector: Selector::FwMark(1),
+            table: 7,
+        };
+        let listed = [
+            Listed::Shaped(fw.clone()),
+            Listed::Shaped(back.clone()),
+            Listed::Local(200),
+            Listed::Shaped(theirs),
+            Listed::Other,
+        ];
+        assert_eq!(ours(&listed), (vec![fw, back], BTreeSet::from([200])));
+        assert_eq!(ours(&[]), (vec![], BTreeSet::new()));
     }
 
     #[test]

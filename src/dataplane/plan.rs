@@ -163,8 +163,8 @@ pub fn plan(d: &Desired) -> Result<String, DataplaneError> {
     match &d.role {
         Role::Director(dir) => director_rules(&mut s, &t, d, dir),
         Role::Scanning { .. } => {
-            // Pins are the director's business; a former director must not keep stale ones.
-            let _ = writeln!(s, "flush map {t} sticky");
+            // No rule reads the maps here: a standby candidate keeps the pins it holds from
+            // the director in `sticky` ahead of a takeover ([`flush_pins`] when it starts).
             // Direct mode: the packet still says VIP:port, so the port changes here.
             // NAT mode: the director already rewrote it to node:to.
             if d.mode == Mode::Direct {
@@ -200,6 +200,12 @@ pub fn preamble() -> String {
     let mut s = format!("add table {t}\n");
     maps(&mut s, &t);
     s
+}
+
+/// Empties both pin maps: what a node runs when it starts scanning (at start, or after
+/// directing), so its `sticky` map then holds only what the director replicates to it.
+pub fn flush_pins() -> String {
+    format!("flush map ip {TABLE} sticky\nflush map ip {TABLE} fresh\n")
 }
 
 /// The preload pins a director loads: valid (their node serves their port), not expired.
@@ -536,6 +542,7 @@ mod tests {
             hash_seed: 0x5eed,
             sticky_idle_s: 300,
             sticky_preload: preload,
+            sticky_void: vec![],
         })
     }
 
@@ -631,13 +638,12 @@ add rule ip proxyha nat_prerouting ip daddr 10.88.0.100 tcp dport 80 meta mark 0
         let got = plan(&desired(Mode::Direct, role.clone())).unwrap();
         let want = format!(
             "# proxyha data path: role scanning, mode direct (generated)\n{HEAD}\
-flush map ip proxyha sticky
 add rule ip proxyha nat_prerouting ip daddr 10.88.0.100 tcp dport 80 redirect to :3128
 "
         );
         assert_eq!(got, want);
         let nat = plan(&desired(Mode::Nat, role)).unwrap();
-        assert!(nat.ends_with("flush map ip proxyha sticky\n"), "{nat}");
+        assert!(!nat.contains("flush map"), "the maps stay: {nat}");
     }
 
     #[test]
@@ -674,6 +680,7 @@ add rule ip proxyha nat_prerouting ip daddr 10.88.0.100 tcp dport 80 redirect to
                     expires_ms: 1000,
                 },
             ],
+            sticky_void: vec![],
         });
         let Role::Director(dir) = &role else {
             unreachable!()
@@ -715,6 +722,7 @@ add rule ip proxyha nat_prerouting ip daddr 10.88.0.100 tcp dport 80 redirect to
             hash_seed: 1,
             sticky_idle_s: 300,
             sticky_preload: vec![],
+            sticky_void: vec![],
         });
         let d = desired(Mode::Direct, role);
         let pin = |port, node| StickyEntry {
@@ -986,6 +994,7 @@ pub(crate) mod tests_support {
                 mark: mark_of(nodes[0]),
                 expires_ms: 1234,
             }],
+            sticky_void: vec![],
         });
         let scanning = Role::Scanning {
             self_addr: nodes[0],

@@ -242,6 +242,17 @@ pub struct Cluster {
     /// New director: the replicated pins to load into the kernel's sticky map, kept in the
     /// desired state until the data path confirms an apply ([`Cluster::preload_applied`]).
     preload: Vec<StickyEntry>,
+    /// New director: staged pins to delete first (their node is gone), kept like `preload`.
+    preload_void: Vec<StickyEntry>,
+    /// Standby: the kernel's `sticky` map holds every change handed to the data path so far
+    /// ([`Cluster::pins_to_stage`]); false after a stage failed until a whole one succeeds.
+    staged_ok: bool,
+    /// Standby: the stage in flight that carries every held pin (after a failure).
+    restage: Option<u64>,
+    /// Standby: the id of the last stage handed out.
+    stage_id: u64,
+    /// Standby: no stage before this (after a failure).
+    stage_after: Option<Instant>,
     /// Maintenance (`proxyha drain`): our reports say draining, so the director gives us no
     /// new clients while our pinned clients finish.
     draining: bool,
@@ -304,6 +315,11 @@ impl Cluster {
             held: Held::new(idle),
             replica_of: None,
             preload: Vec::new(),
+            preload_void: Vec::new(),
+            staged_ok: true,
+            restage: None,
+            stage_id: 0,
+            stage_after: None,
             draining: false,
             candidates: BTreeMap::new(),
             handover: handover::State::Idle,

@@ -4,7 +4,10 @@
 //! reads the whole map on its own schedule.
 
 use super::*;
-use crate::dataplane::{FRESH_TIMEOUT, PinReads, PinsRead};
+use crate::dataplane::{FRESH_TIMEOUT, PinReads, PinStage, PinsRead};
+
+/// After a failed stage, the next (of every held pin) waits this long.
+const STAGE_RETRY: Duration = Duration::from_secs(10);
 use crate::director::replication::{Held, Outbox};
 use crate::wire::membership::{Pins, PinsKind, Replica};
 
@@ -20,8 +23,9 @@ impl Cluster {
         }
         // After the pools changed, the whole map: its void pins go (the worker deletes them).
         // Not while a preload is still on its way into the kernel.
-        let full =
-            (self.pools_changed || self.outbox.reconcile_due(now)) && self.preload.is_empty();
+        let full = (self.pools_changed || self.outbox.reconcile_due(now))
+            && self.preload.is_empty()
+            && self.preload_void.is_empty();
         if full {
             self.pools_changed = false;
         }
@@ -71,33 +75,111 @@ impl Cluster {
     /// The data path applied a desired state: replicated pins, once loaded, must not be
     /// loaded again (a later apply would revive pins that have expired since).
     pub fn preload_applied(&mut self) {
-        if self.preload.is_empty() {
+        if self.preload.is_empty() && self.preload_void.is_empty() {
             return;
         }
         self.preload.clear();
+        self.preload_void.clear();
         // The state without the preload is what the kernel now holds; no apply needed.
         self.last_desired = Some(self.desired());
     }
 
     /// A new director: what it holds becomes its own (its kernel gets these as the preload).
+    /// Staged in the kernel already (the usual case): only the changes not handed to the
+    /// data path yet are loaded, and the void ones deleted; else all of them are loaded.
     pub(super) fn start_directing_pins(&mut self, now: Instant, previous: Option<Ipv4Addr>) {
-        self.preload = self.replica_preload(now, previous);
-        if !self.preload.is_empty() {
+        let all = self.replica_preload(now, previous);
+        let keep = self.pin_keeper(previous);
+        self.preload_void = self.held.void(&keep);
+        let staged = self.staged_ok && self.restage.is_none();
+        if staged {
+            let rest = self.held.take_staged(now);
+            self.preload = rest.upserts;
+            self.preload.retain(|e| keep(Ipv4Addr::from(e.mark)));
+            self.preload_void.extend(rest.removed);
+        } else {
+            self.preload = all.clone();
+        }
+        if !all.is_empty() {
             log::info!(
-                "continuing {} client assignments of the previous director",
-                self.preload.len()
+                "continuing {} client assignments of the previous director ({})",
+                all.len(),
+                if staged {
+                    format!(
+                        "staged in the kernel; {} to load, {} to delete",
+                        self.preload.len(),
+                        self.preload_void.len()
+                    )
+                } else {
+                    "not staged: loading all".to_string()
+                }
             );
         }
         self.outbox = Outbox::new(self.idle());
-        self.outbox.seed(now, &self.preload);
+        self.outbox.seed(now, &all);
         self.held.clear();
     }
 
-    /// No longer directing: the next director's pins come by replication.
+    /// No longer directing: the next director's pins come by replication (the data path
+    /// flushes the maps as this node starts scanning, so kernel and `held` agree: empty).
     pub(super) fn stop_directing_pins(&mut self) {
         self.outbox = Outbox::new(self.idle());
         self.preload.clear();
+        self.preload_void.clear();
         self.held = Held::new(self.idle());
+        self.staged_ok = true;
+        self.restage = None;
+    }
+
+    /// Which nodes a continued pin may point at: one we direct to, not the previous
+    /// director (we direct because it is gone or stepped down).
+    fn pin_keeper(&self, previous: Option<Ipv4Addr>) -> impl Fn(Ipv4Addr) -> bool + use<> {
+        let me = self.cfg.self_addr;
+        let members: BTreeSet<Ipv4Addr> = self.members.keys().copied().collect();
+        move |n| Some(n) != previous && (n == me || members.contains(&n))
+    }
+
+    /// Standby candidate, each period: the held pins' changes for its own `sticky` map
+    /// (`None` when nothing changed, or this node keeps no pins). With the id to report
+    /// back in [`Cluster::stage_done`].
+    pub fn pins_to_stage(&mut self, now: Instant) -> Option<(u64, PinStage)> {
+        if self.director_role || self.cfg.priority == 0 || self.cfg.sticky_idle_s == 0 {
+            return None;
+        }
+        if self.stage_after.is_some_and(|t| now < t) {
+            return None;
+        }
+        let stage = self.held.take_staged(now);
+        if stage.is_empty() {
+            return None;
+        }
+        self.stage_id += 1;
+        if !self.staged_ok && self.restage.is_none() {
+            self.restage = Some(self.stage_id);
+        }
+        Some((self.stage_id, stage))
+    }
+
+    /// The data path's answer to stage `id`. A failure re-stages every held pin (after a
+    /// pause); until a whole stage succeeds a takeover loads all pins instead.
+    pub fn stage_done(&mut self, now: Instant, id: u64, ok: bool) {
+        if ok {
+            if self.restage == Some(id) {
+                self.restage = None;
+                self.staged_ok = true;
+            }
+            return;
+        }
+        if self.director_role {
+            // Directing already (the stage was queued before the takeover): the kernel lacks
+            // some of the continued pins; those clients follow the bucket table.
+            log::warn!("a stage of replicated pins failed just before this node took over");
+            return;
+        }
+        self.staged_ok = false;
+        self.restage = None;
+        self.held.restage_all();
+        self.stage_after = Some(now + STAGE_RETRY);
     }
 
     /// The replicated pins still worth keeping: to a node we direct to, not expired, not to
@@ -107,10 +189,7 @@ impl Cluster {
         now: Instant,
         previous: Option<Ipv4Addr>,
     ) -> Vec<StickyEntry> {
-        let me = self.cfg.self_addr;
-        let mut pins = self.held.entries(now, |n| {
-            Some(n) != previous && (n == me || self.members.contains_key(&n))
-        });
+        let mut pins = self.held.entries(now, self.pin_keeper(previous));
         pins.sort_unstable_by_key(|e| (e.client, e.port));
         pins
     }

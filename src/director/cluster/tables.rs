@@ -120,6 +120,7 @@ impl Cluster {
                 hash_seed: HASH_SEED,
                 sticky_idle_s: self.cfg.sticky_idle_s,
                 sticky_preload: self.preload.clone(),
+                sticky_void: self.preload_void.clone(),
             })
         } else {
             Role::Scanning {

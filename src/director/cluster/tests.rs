@@ -618,6 +618,57 @@ fn a_new_director_continues_the_replicated_pins_to_surviving_nodes() {
 }
 
 #[test]
+fn a_standby_stages_its_pins_so_a_takeover_loads_only_the_rest() {
+    let t0 = Instant::now();
+    let pin = |client: u8, node: Ipv4Addr| StickyEntry {
+        client: Ipv4Addr::new(10, 9, 1, client),
+        port: 9090,
+        mark: mark_of(node),
+        expires_ms: 290_000,
+    };
+    for fail in [false, true] {
+        let mut nodes = vec![node("a", A, t0), node("b", B, t0), node("c", C, t0)];
+        nodes[0].set_role(t0, true);
+        run(&mut nodes, &[true; 3], t0, t0 + 3 * SEC);
+        let t1 = t0 + 3 * SEC + Duration::from_millis(100);
+        nodes[0].set_pins(t1, &[pin(1, B), pin(2, C), pin(3, A)]);
+        run(&mut nodes, &[true; 3], t1, t1 + SEC);
+        // B's data path gets the three, once: a second look finds nothing new.
+        let b = &mut nodes[1];
+        let (id, stage) = b.pins_to_stage(t1 + SEC).expect("a stage");
+        let mut got: Vec<_> = stage.upserts.iter().map(|e| e.client).collect();
+        got.sort();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(stage.removed.is_empty());
+        assert_eq!(stage.timeout_ms, 300_000);
+        assert!(b.pins_to_stage(t1 + SEC).is_none(), "cost by change");
+        b.stage_done(t1 + SEC, id, !fail);
+        if fail {
+            // A failed stage: after the pause, every held pin again.
+            assert!(b.pins_to_stage(t1 + 2 * SEC).is_none(), "paused");
+            let (_, again) = b.pins_to_stage(t1 + 12 * SEC).expect("a whole stage");
+            assert_eq!(again.upserts.len(), 3);
+        }
+        // A crashes; B takes over.
+        while b.poll_desired().is_some() {}
+        b.set_role(t1 + 13 * SEC, true);
+        let d = b.poll_desired().expect("director data path");
+        let s = director_state(&d);
+        let void: Vec<_> = s.sticky_void.iter().map(|e| e.client).collect();
+        assert_eq!(void, [Ipv4Addr::new(10, 9, 1, 3)], "A's own client goes");
+        if fail {
+            // The whole stage was never confirmed: everything is loaded as before.
+            assert_eq!(s.sticky_preload.len(), 2);
+        } else {
+            assert!(s.sticky_preload.is_empty(), "staged: nothing to load");
+        }
+        assert_eq!(b.pins_held(), 2, "it directs the two surviving pins");
+        b.preload_applied();
+        assert!(b.poll_desired().is_none());
+    }
+}
+
+#[test]
 fn other_lb_ids_are_ignored_and_counted() {
     let t0 = Instant::now();
     let mut d = node("a", A, t0);

@@ -29,8 +29,11 @@ use std::net::Ipv4Addr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::dataplane::{StickyEntry, mark_of};
+use crate::dataplane::StickyEntry;
 use crate::wire::membership::{Assignment, MAX_PINS, PinKey, Pins, PinsKind, Replica};
+
+mod held;
+pub use held::Held;
 
 /// How often the director reads its whole sticky map (pins the `fresh` map missed).
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(300);
@@ -469,232 +472,10 @@ impl Outbox {
     }
 }
 
-/// One pin a standby holds: 20 bytes with its key. Times are whole seconds since the
-/// table's base, deadlines rounded down (never later than the director's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Pin {
-    mark: u32,
-    deadline_s: u32,
-    /// When a message last confirmed it.
-    confirmed_s: u32,
-}
-
-/// The full cycle a standby is receiving.
-#[derive(Debug)]
-struct Cycle {
-    id: u32,
-    pages: u32,
-    got: Vec<bool>,
-    received: u32,
-    /// Pins confirmed before this (the cycle's snapshot) and not in the cycle are gone.
-    cutoff_s: u32,
-}
-
-/// A standby's side: the director's pins as replicated.
-#[derive(Debug)]
-pub struct Held {
-    idle: Duration,
-    /// Set with the first message: times are seconds since then.
-    base: Option<Instant>,
-    of: Option<(Ipv4Addr, u64)>,
-    pins: HashMap<u64, Pin>,
-    delta_seq: u64,
-    cycle: Option<Cycle>,
-    full_cycle: u32,
-    last_full: Option<Instant>,
-    /// Deltas that did not follow the previous one (lost datagrams, healed by the cycle).
-    pub gaps: u64,
-}
-
-impl Held {
-    pub fn new(idle: Duration) -> Held {
-        Held {
-            idle,
-            base: None,
-            of: None,
-            pins: HashMap::new(),
-            delta_seq: 0,
-            cycle: None,
-            full_cycle: 0,
-            last_full: None,
-            gaps: 0,
-        }
-    }
-
-    fn secs(&self, t: Instant) -> u32 {
-        self.base.map_or(0, |b| {
-            u32::try_from(t.saturating_duration_since(b).as_secs()).unwrap_or(u32::MAX)
-        })
-    }
-
-    fn at(&self, secs: u32) -> Option<Instant> {
-        Some(self.base? + Duration::from_secs(u64::from(secs)))
-    }
-
-    /// The pin of `client` on `port`: its node and the time left.
-    pub fn get(&self, now: Instant, client: Ipv4Addr, port: u16) -> Option<(Ipv4Addr, Duration)> {
-        let p = self.pins.get(&key(client, port))?;
-        let left = self.at(p.deadline_s)?.checked_duration_since(now)?;
-        Some((Ipv4Addr::from(p.mark), left))
-    }
-
-    pub fn len(&self) -> usize {
-        self.pins.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pins.is_empty()
-    }
-
-    /// How old the newest complete full view is (`None`: none yet).
-    pub fn age(&self, now: Instant) -> Option<Duration> {
-        self.last_full.map(|t| now.saturating_duration_since(t))
-    }
-
-    fn put(&mut self, now: Instant, a: &Assignment) {
-        let k = key(a.client, a.port);
-        let left = self
-            .idle
-            .saturating_sub(Duration::from_millis(u64::from(a.idle_ms)));
-        if left.is_zero() {
-            self.pins.remove(&k);
-            return;
-        }
-        let pin = Pin {
-            mark: mark_of(a.node),
-            deadline_s: self.secs(now + left),
-            confirmed_s: self.secs(now),
-        };
-        self.pins.insert(k, pin);
-    }
-
-    /// A pins message from `src` (already authenticated by the codec). False when it does
-    /// not come from the director it names.
-    pub fn handle(&mut self, now: Instant, src: Ipv4Addr, p: &Pins) -> bool {
-        if p.director != src {
-            return false;
-        }
-        self.base.get_or_insert(now);
-        if self.of != Some((p.director, p.epoch)) {
-            // A new director (or epoch): its deltas and cycles count from the start; what
-            // we hold stays until its first complete cycle says otherwise.
-            self.of = Some((p.director, p.epoch));
-            self.delta_seq = 0;
-            self.cycle = None;
-            self.full_cycle = 0;
-        }
-        match p.kind {
-            PinsKind::Delta { seq } => {
-                if self.delta_seq != 0 && seq != self.delta_seq + 1 {
-                    self.gaps += 1;
-                }
-                self.delta_seq = self.delta_seq.max(seq);
-                for a in &p.pins {
-                    self.put(now, a);
-                }
-                for r in &p.removed {
-                    self.pins.remove(&key(r.client, r.port));
-                }
-            }
-            PinsKind::Full {
-                cycle,
-                page,
-                pages,
-                age_ms,
-            } => {
-                if self
-                    .cycle
-                    .as_ref()
-                    .is_none_or(|c| c.id != cycle || c.pages != pages)
-                {
-                    let snap = now
-                        .checked_sub(Duration::from_millis(u64::from(age_ms)))
-                        .unwrap_or(now);
-                    self.cycle = Some(Cycle {
-                        id: cycle,
-                        pages,
-                        got: vec![false; pages.min(1 << 20) as usize],
-                        received: 0,
-                        cutoff_s: self.secs(snap),
-                    });
-                }
-                for a in &p.pins {
-                    self.put(now, a);
-                }
-                let done =
-                    self.cycle
-                        .as_mut()
-                        .is_some_and(|c| match c.got.get_mut(page as usize) {
-                            Some(g) if !*g => {
-                                *g = true;
-                                c.received += 1;
-                                c.received == c.pages
-                            }
-                            _ => false,
-                        });
-                if done && let Some(c) = self.cycle.take() {
-                    // Everything the director held at the snapshot came in this cycle or in
-                    // a message since: the rest is gone.
-                    self.pins.retain(|_, pin| pin.confirmed_s >= c.cutoff_s);
-                    self.full_cycle = cycle;
-                    self.last_full = Some(now);
-                }
-            }
-        }
-        true
-    }
-
-    /// Drops expired pins.
-    pub fn expire(&mut self, now: Instant) {
-        let now_s = self.secs(now);
-        self.pins.retain(|_, p| p.deadline_s > now_s);
-    }
-
-    /// What to tell the director.
-    pub fn replica(&self, me: Ipv4Addr) -> Replica {
-        Replica {
-            from: me,
-            epoch: self.of.map_or(0, |(_, e)| e),
-            pins: u32::try_from(self.pins.len()).unwrap_or(u32::MAX),
-            full_cycle: self.full_cycle,
-            delta_seq: self.delta_seq,
-        }
-    }
-
-    /// The live pins whose node `keep` accepts, for a new director's kernel map.
-    pub fn entries(&self, now: Instant, keep: impl Fn(Ipv4Addr) -> bool) -> Vec<StickyEntry> {
-        self.pins
-            .iter()
-            .filter_map(|(k, p)| {
-                let left = self.at(p.deadline_s)?.checked_duration_since(now)?;
-                if left.is_zero() || !keep(Ipv4Addr::from(p.mark)) {
-                    return None;
-                }
-                let (client, port) = unkey(*k);
-                Some(StickyEntry {
-                    client,
-                    port,
-                    mark: p.mark,
-                    expires_ms: ms(left).max(1),
-                })
-            })
-            .collect()
-    }
-
-    /// Forgets everything (this node directs now, or left the group).
-    pub fn clear(&mut self) {
-        self.pins = HashMap::new();
-        self.of = None;
-        self.cycle = None;
-        self.delta_seq = 0;
-        self.full_cycle = 0;
-        self.last_full = None;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataplane::mark_of;
     use crate::wire::membership::{Message, encode};
 
     const IDLE: Duration = Duration::from_secs(300);
@@ -861,6 +642,23 @@ mod tests {
             held_set(&held, t0 + Duration::from_secs(3)),
             kernel_set(&k, t0 + Duration::from_secs(3))
         );
+        // The standby's own kernel map, fed only with what changed (staged pins).
+        let mut mirror: BTreeMap<(Ipv4Addr, u16), u32> = BTreeMap::new();
+        let mut stage = |held: &mut Held, now: Instant| {
+            let s = held.take_staged(now);
+            for e in s.removed.iter().chain(&s.upserts) {
+                mirror.remove(&(e.client, e.port));
+            }
+            for e in &s.upserts {
+                mirror.insert((e.client, e.port), e.mark);
+            }
+            let mut v: Vec<_> = mirror.iter().map(|((c, _), m)| (*c, *m)).collect();
+            v.sort();
+            (v, s.upserts.len() + s.removed.len())
+        };
+        let (_, n) = stage(&mut held, t0 + Duration::from_secs(3));
+        assert_eq!(n, 5_000);
+        assert_eq!(stage(&mut held, t0 + Duration::from_secs(3)).1, 0);
         // 10 s in which no delta arrives: 500 new pins, 300 moved to another node (the
         // director deleted them, their clients came back and got S), 200 deleted
         let t3 = t0 + Duration::from_secs(3);
@@ -884,6 +682,8 @@ mod tests {
         run(&mut out, &mut held, &mut k, t0, 13, need, no_deltas);
         let now = t0 + Duration::from_secs(13 + need);
         assert_eq!(held_set(&held, now), kernel_set(&k, now));
+        // ... and the standby's kernel map with it (the moved and deleted pins included).
+        assert_eq!(stage(&mut held, now).0, kernel_set(&k, now));
         assert!(
             held.gaps == 0,
             "deltas were dropped before they were numbered: no gap seen"
