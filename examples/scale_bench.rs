@@ -14,8 +14,11 @@
 //!   RSS, the replication bytes it sent (its `tx_pins_bytes` counter);
 //! - the old path in the same map: one `nft -j list map` (what the director ran every second)
 //!   and the `nft -f` load of all N (what a new director ran before its VIP);
-//! - a director crash: n2's time from MASTER to its data path with every pin loaded, and how
-//!   many of the 50 connections continue.
+//! - the standby n2's CPU and RSS over the same 10 s (it stages the pins it holds into its own
+//!   kernel map as they change);
+//! - a director crash: n2's time from MASTER to its data path with every pin in it (staged:
+//!   nothing to load) and to its VIP, and how many of the 50 connections continue;
+//! - then n2, directing with every pin, stops: SIGTERM to exit.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, SocketAddrV4};
@@ -94,9 +97,12 @@ struct Row {
     held: (u64, u64),
     old_dump_s: f64,
     old_load_s: f64,
-    loaded_ms: Option<u64>,
+    ready_ms: Option<u64>,
     master_to_vip_ms: Option<u64>,
     flows_kept: usize,
+    standby_cpu_pct: f64,
+    standby_rss: f64,
+    shutdown_ms: Option<u64>,
 }
 
 fn measure(n: u32, secs: u64) -> Row {
@@ -179,6 +185,7 @@ fn measure(n: u32, secs: u64) -> Row {
     let pid = daemons[0].pid;
     let bytes0 = status(&lab, &daemons[0]).counter("membership_tx_pins_bytes");
     let ticks0 = cpu_ticks(pid);
+    let standby_ticks0 = cpu_ticks(daemons[1].pid);
     let t0 = Instant::now();
     let exchange = |flows: &mut Vec<(std::net::TcpStream, String, bool)>| {
         for f in flows.iter_mut().filter(|f| f.2) {
@@ -207,7 +214,9 @@ fn measure(n: u32, secs: u64) -> Row {
     // /proc counts in USER_HZ, 100 on Linux whatever the kernel's HZ.
     let tck = 100.0;
     let cpu_pct = (cpu_ticks(pid) - ticks0) as f64 / tck / wall * 100.0;
+    let standby_cpu_pct = (cpu_ticks(daemons[1].pid) - standby_ticks0) as f64 / tck / wall * 100.0;
     let rss = rss_mib(pid);
+    let standby_rss = rss_mib(daemons[1].pid);
     let bytes1 = status(&lab, &daemons[0]).counter("membership_tx_pins_bytes");
     let repl_mbit = (bytes1 - bytes0) as f64 * 8.0 / wall / 1e6;
     // The director crashes; the flows keep exchanging.
@@ -218,37 +227,61 @@ fn measure(n: u32, secs: u64) -> Row {
         std::thread::sleep(Duration::from_millis(100));
     }
     let kept = flows.iter().filter(|f| f.2).count();
+    // The new director, all pins in its map, stops (SIGTERM to exit: adverts, VIP, teardown).
+    let t = Instant::now();
+    lab.terminate(&daemons[1]).expect("SIGTERM to n2");
+    let shutdown_ms = lab
+        .wait_exit(daemons[1].pid, Duration::from_secs(10))
+        .map(|_| t.elapsed().as_millis() as u64);
     let log = std::fs::read_to_string(&daemons[1].log).unwrap_or_default();
     let master = log
         .lines()
         .find(|l| l.contains("Entering MASTER STATE"))
         .and_then(log_ms);
-    let loaded_line = log.lines().find(|l| l.contains("replicated pins in"));
-    let loaded_ms = loaded_line.and_then(|l| {
-        l.rsplit_once(" in ")
-            .and_then(|(_, r)| r.trim_end_matches(" ms").parse().ok())
-    });
+    // What the new director found: staged pins (nothing to load) or a load of all.
+    let continuing = log
+        .lines()
+        .find(|l| l.contains("client assignments of the previous director"))
+        .map(|l| l.split_once("INFO ").map_or(l, |(_, r)| r));
+    // MASTER → the director data path in the kernel (the VIP waits for it).
+    let from = log
+        .lines()
+        .position(|l| l.contains("Entering MASTER STATE"))
+        .unwrap_or(0);
+    let ready = log
+        .lines()
+        .skip(from)
+        .find(|l| l.contains("data path applied"))
+        .and_then(log_ms);
+    let ready_ms = master.zip(ready).map(|(m, r)| r.saturating_sub(m));
     let vip = log
         .lines()
         .find(|l| l.contains("setting VIPs"))
         .and_then(log_ms);
     let master_to_vip_ms = master.zip(vip).map(|(m, v)| v.saturating_sub(m));
     if std::env::var_os("SCALE_BENCH_LOG").is_some() {
-        let from = log
-            .lines()
-            .position(|l| l.contains("Entering MASTER STATE"))
-            .unwrap_or(0);
         for l in log.lines().skip(from).take(40) {
             println!("    n2: {l}");
+        }
+        // Its stop: the last lines.
+        let lines: Vec<&str> = log.lines().collect();
+        for l in &lines[lines.len().saturating_sub(16)..] {
+            println!("    n2: {l}");
+        }
+        // The successor it handed over to.
+        let log3 = std::fs::read_to_string(&daemons[2].log).unwrap_or_default();
+        let lines: Vec<&str> = log3.lines().collect();
+        for l in &lines[lines.len().saturating_sub(14)..] {
+            println!("    n3: {l}");
         }
     }
     println!(
         "  {n:>7} pins: n2/n3 hold {}/{} after 2 s; director cpu {cpu_pct:.1} %, rss {rss:.1} MiB, \
-         replication {repl_mbit:.3} Mbit/s; after the crash: {} ({master_to_vip_ms:?} ms MASTER → VIP), \
-         {kept}/{FLOWS} connections continue; old path: nft -j list {:.3} s, nft -f load {:.3} s",
+         replication {repl_mbit:.3} Mbit/s; standby n2 cpu {standby_cpu_pct:.1} %, rss {standby_rss:.1} MiB; after the crash: {} (MASTER → data path {ready_ms:?} ms, → VIP {master_to_vip_ms:?} ms), \
+         {kept}/{FLOWS} connections continue; n2 SIGTERM to exit {shutdown_ms:?} ms; old path: nft -j list {:.3} s, nft -f load {:.3} s",
         held.0,
         held.1,
-        loaded_line.unwrap_or("no preload line"),
+        continuing.unwrap_or("no pins continued"),
         old_dump.as_secs_f64(),
         old_load.as_secs_f64()
     );
@@ -260,9 +293,12 @@ fn measure(n: u32, secs: u64) -> Row {
         held,
         old_dump_s: old_dump.as_secs_f64(),
         old_load_s: old_load.as_secs_f64(),
-        loaded_ms,
+        ready_ms,
         master_to_vip_ms,
         flows_kept: kept,
+        standby_cpu_pct,
+        standby_rss,
+        shutdown_ms,
     }
 }
 
@@ -275,21 +311,25 @@ fn main() {
     println!();
     println!(
         "| live pins | director CPU (self + children) | RSS | replication | standbys hold after 2 s | \
-         takeover: pins loaded / MASTER → VIP | connections kept | old: `nft -j list` (every s) | old: `nft -f` load |"
+         standby CPU / RSS | takeover: MASTER → data path ready / → VIP | connections kept | \
+         director SIGTERM → exit | old: `nft -j list` (every s) | old: `nft -f` load |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} | {:.1} % | {:.1} MiB | {:.3} Mbit/s | {} / {} | {} ms / {} ms | {}/{FLOWS} | {:.3} s | {:.3} s |",
+            "| {} | {:.1} % | {:.1} MiB | {:.3} Mbit/s | {} / {} | {:.1} % / {:.1} MiB | {} ms / {} ms | {}/{FLOWS} | {} ms | {:.3} s | {:.3} s |",
             r.pins,
             r.cpu_pct,
             r.rss,
             r.repl_mbit,
             r.held.0,
             r.held.1,
-            r.loaded_ms.map_or("-".into(), |m| m.to_string()),
+            r.standby_cpu_pct,
+            r.standby_rss,
+            r.ready_ms.map_or("-".into(), |m| m.to_string()),
             r.master_to_vip_ms.map_or("-".into(), |m| m.to_string()),
             r.flows_kept,
+            r.shutdown_ms.map_or("-".into(), |m| m.to_string()),
             r.old_dump_s,
             r.old_load_s
         );

@@ -127,8 +127,26 @@ fn apply(
         if !s.sticky_preload.is_empty() || !s.sticky_void.is_empty());
     let director = matches!(&d.role, Role::Director(_));
     let r = dp.apply(&d).map_err(|e| e.to_string());
-    *applied = r.is_ok().then_some(d);
+    let ok = r.is_ok();
     let _ = done.send(Done::Applied(r, preload, director));
+    // A new director's staged pins to nodes it does not direct to: the rules ignore them per
+    // packet, so they go after the VIP (deleting 50,000 takes ~100 ms), before the next
+    // bucket-table change can matter (the next apply waits behind this).
+    if let Role::Director(s) = &d.role
+        && ok
+        && !s.sticky_void.is_empty()
+    {
+        let t = std::time::Instant::now();
+        match dp.delete_pins(&s.sticky_void) {
+            Ok(()) => log::info!(
+                "deleted {} staged pins whose node is gone in {} ms",
+                s.sticky_void.len(),
+                t.elapsed().as_millis()
+            ),
+            Err(e) => log::warn!("{e}"),
+        }
+    }
+    *applied = ok.then_some(d);
 }
 
 /// The reads, or what part of them could be done: a failed read is logged and the
@@ -294,5 +312,54 @@ mod tests {
         }
         assert_eq!(answers.len(), 3, "{answers:?}");
         assert_eq!(answers[1], "Staged(1, true)");
+    }
+
+    #[test]
+    fn a_new_directors_void_staged_pins_go_after_it_reported_the_data_path_ready() {
+        use crate::dataplane::{DirectorState, Mode, PortPool, PortRedirect};
+        let (me, gone) = (Ipv4Addr::new(10, 9, 0, 2), Ipv4Addr::new(10, 9, 0, 1));
+        let void = StickyEntry {
+            client: Ipv4Addr::new(10, 9, 1, 1),
+            port: 9090,
+            mark: mark_of(gone),
+            expires_ms: 0,
+        };
+        let d = Desired {
+            vip: Ipv4Addr::new(10, 9, 0, 100),
+            interface: "eth0".into(),
+            redirects: vec![PortRedirect {
+                port: 9090,
+                to: 9090,
+            }],
+            mode: Mode::Direct,
+            role: Role::Director(DirectorState {
+                self_addr: me,
+                nodes: vec![],
+                pools: vec![PortPool {
+                    ports: vec![9090],
+                    serving: vec![me],
+                    buckets: vec![None],
+                }],
+                hash_seed: 1,
+                sticky_idle_s: 300,
+                sticky_preload: vec![],
+                sticky_void: vec![void],
+            }),
+        };
+        let mut dp = RecordingDataplane {
+            sticky: vec![void],
+            ..Default::default()
+        };
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut applied = None;
+        apply(&mut dp, d, &mut applied, &done_tx);
+        assert!(matches!(dp.calls[0], Call::Apply { .. }));
+        assert_eq!(dp.calls[1], Call::DeletePins(vec![void]));
+        assert!(dp.sticky.is_empty());
+        assert!(matches!(
+            done_rx.try_recv(),
+            Ok(Done::Applied(Ok(()), true, true))
+        ));
+        assert!(applied.is_some());
     }
 }

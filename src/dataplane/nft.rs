@@ -376,21 +376,9 @@ impl Dataplane for NftDataplane {
 
         // A new director's replicated pins go in before any rule can pin their clients
         // anew: the table and maps first, then one netlink batch, then the rules. Staged
-        // pins are there already; the void ones among them go first.
+        // pins are there already (their void ones the rules ignore per packet; the worker
+        // deletes them once the VIP is out: `sticky_void`).
         if let Role::Director(dir) = &d.role {
-            if self.table_ready && !dir.sticky_void.is_empty() {
-                let t = Instant::now();
-                match self
-                    .sock()?
-                    .delete_present(TABLE, "sticky", &dir.sticky_void)
-                {
-                    Ok(n) => log::info!(
-                        "deleted {n} staged pins whose node is gone in {} ms",
-                        t.elapsed().as_millis()
-                    ),
-                    Err(e) => log::warn!("deleting void staged pins: {e}"),
-                }
-            }
             let pins = preload_pins(dir);
             if !pins.is_empty() {
                 if !self.table_ready {
