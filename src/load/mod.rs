@@ -408,10 +408,33 @@ pub enum LoadError {
 }
 
 fn read(path: &Path) -> Result<String, LoadError> {
-    std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    read_proc(path).map_err(|source| LoadError::Read {
         path: path.display().to_string(),
         source,
     })
+}
+
+/// Reads a /proc file in as few read(2) calls as it takes: `/proc/net/tcp` walks the kernel's
+/// socket table again on every call, and `read_to_string`'s small first reads (32 bytes, then
+/// doubling) made that six walks of ~0.6 ms each per file and period.
+fn read_proc(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 impl Sampler {
@@ -443,7 +466,7 @@ impl Sampler {
 
         // Each file once: connection counts, the listener check and the listening ports.
         let mut texts = vec![read(&self.paths.tcp)?];
-        match std::fs::read_to_string(&self.paths.tcp6) {
+        match read_proc(&self.paths.tcp6) {
             Ok(t) => texts.push(t),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(source) => {
@@ -547,6 +570,24 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proc_files_larger_than_the_first_buffer_are_read_whole() {
+        let dir = std::env::temp_dir().join(format!("proxyha-readproc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("tcp");
+        let text: String = (0..3000).map(|i| format!("{i:>6}: line of the table\n")).collect();
+        assert!(text.len() > 64 * 1024);
+        std::fs::write(&p, &text).unwrap();
+        assert_eq!(read_proc(&p).unwrap(), text);
+        std::fs::write(&p, [0xffu8, 0xfe]).unwrap();
+        assert!(read_proc(&p).is_err(), "not UTF-8");
+        std::fs::remove_dir_all(&dir).unwrap();
+        // The real thing: whole, and the same as the slow way.
+        if let Ok(slow) = std::fs::read_to_string("/proc/self/mountinfo") {
+            assert_eq!(read_proc(Path::new("/proc/self/mountinfo")).unwrap(), slow);
+        }
+    }
 
     // Captured on the build machine (2 CPUs), trimmed.
     const STAT_A: &str = "cpu  10132153 290696 3084719 46828483 16683 0 25195 0 0 0\n\
