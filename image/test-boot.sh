@@ -82,7 +82,7 @@ powerdown() { # ACPI power button, as a hypervisor's "shut down guest"; proxyha 
 	stage_poweroff "$vm" "QEMU exited"
 	# rcK's own measure (guest clock, 10 ms steps): under TCG on a shared host, printed, not judged.
 	grep -ao "proxyha: stopped in [0-9]* ms (SIGTERM to exit)" "$dir/$vm.console" | tail -n 1 |
-		sed 's/^proxyha: stopped in/  shutdown: proxyha SIGTERM to exit/'
+		sed 's/^proxyha: stopped in \([0-9]*\) ms.*/  shutdown: proxyha SIGTERM to exit \1 ms (rcK, guest clock)/'
 }
 
 disk=$dir/disk.qcow2

@@ -576,7 +576,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("proxyha-readproc-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("tcp");
-        let text: String = (0..3000).map(|i| format!("{i:>6}: line of the table\n")).collect();
+        let text: String = (0..3000)
+            .map(|i| format!("{i:>6}: line of the table\n"))
+            .collect();
         assert!(text.len() > 64 * 1024);
         std::fs::write(&p, &text).unwrap();
         assert_eq!(read_proc(&p).unwrap(), text);
