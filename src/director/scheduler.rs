@@ -33,6 +33,15 @@ pub struct FeedbackParams {
     /// moments never read exactly the same load; without a dead band the integrator turns
     /// that noise into a random walk of the weights and rewrites the table every period.
     pub deadband: f64,
+    /// Within the dead band, this fraction of a multiplier's distance from 1 goes per period:
+    /// once the loads agree again, weights return to the capacities, so a transient (a node's
+    /// start, a burst of table loads) cannot leave the split skewed for good. A node whose
+    /// load stays apart (a CPU hog) stays outside the band and keeps its correction.
+    pub leak: f64,
+    /// Report periods a node (new, or back) takes part at the neutral multiplier before its
+    /// load counts: its first smoothed samples are mostly its own start (the load average's
+    /// time constant is 5 s).
+    pub warmup: u32,
 }
 
 impl Default for FeedbackParams {
@@ -42,6 +51,8 @@ impl Default for FeedbackParams {
             min: 0.5,
             max: 2.0,
             deadband: 0.05,
+            leak: 0.3,
+            warmup: 5,
         }
     }
 }
@@ -61,6 +72,8 @@ struct Entry {
     capacity: f64,
     utilisation: f64,
     multiplier: f64,
+    /// Reports seen (saturating).
+    periods: u32,
 }
 
 /// Effective weights with utilisation feedback. Deterministic: same reports in, same
@@ -101,25 +114,35 @@ impl Weights {
                 capacity,
                 utilisation,
                 multiplier: 1.0,
+                periods: 0,
             });
             entry.capacity = capacity;
             entry.utilisation = utilisation;
+            entry.periods = entry.periods.saturating_add(1);
         }
         let total_capacity: f64 = self.nodes.values().map(|e| e.capacity).sum();
         if total_capacity <= 0.0 {
             return;
         }
-        let mean = self.mean_utilisation();
+        let warm = self.params.warmup;
+        let (cu, c) = self
+            .nodes
+            .values()
+            .filter(|e| e.periods > warm)
+            .fold((0.0, 0.0), |(cu, c), e| {
+                (cu + e.capacity * e.utilisation, c + e.capacity)
+            });
+        let mean = if c > 0.0 { cu / c } else { 0.0 };
         let gain = self.params.gain;
         let deadband = self.params.deadband.max(0.0);
+        let leak = self.params.leak.clamp(0.0, 1.0);
         for e in self.nodes.values_mut() {
             let gap = mean - e.utilisation;
-            let gap = if gap.abs() <= deadband {
-                0.0
+            if e.periods <= warm || gap.abs() <= deadband {
+                e.multiplier = 1.0 + (e.multiplier - 1.0) * (1.0 - leak);
             } else {
-                gap - deadband.copysign(gap)
-            };
-            e.multiplier *= 1.0 + gain * gap;
+                e.multiplier *= 1.0 + gain * (gap - deadband.copysign(gap));
+            }
         }
         let norm = self
             .nodes
@@ -847,6 +870,48 @@ mod test {
     }
 
     #[test]
+    fn a_transient_does_not_leave_the_weights_skewed_once_loads_agree() {
+        let mut w = Weights::new(FeedbackParams::default());
+        // Past their warm-up, a burst on node 1 for a few periods, then all three equally
+        // idle.
+        for _ in 0..=FeedbackParams::default().warmup {
+            w.update(&loads(&[
+                (node(1), 1.0, 0.02),
+                (node(2), 1.0, 0.02),
+                (node(3), 1.0, 0.02),
+            ]));
+        }
+        for _ in 0..4 {
+            w.update(&loads(&[
+                (node(1), 1.0, 0.5),
+                (node(2), 1.0, 0.02),
+                (node(3), 1.0, 0.02),
+            ]));
+        }
+        assert!(w.multiplier(node(1)).unwrap() < 0.8, "the burst counted");
+        for _ in 0..12 {
+            w.update(&loads(&[
+                (node(1), 1.0, 0.03),
+                (node(2), 1.0, 0.02),
+                (node(3), 1.0, 0.04),
+            ]));
+        }
+        for i in 1..=3 {
+            let m = w.multiplier(node(i)).unwrap();
+            assert!((m - 1.0).abs() < 0.02, "node {i}: multiplier {m} after the loads agreed");
+        }
+        // A node whose load stays apart keeps its correction.
+        for _ in 0..20 {
+            w.update(&loads(&[
+                (node(1), 1.0, 1.0),
+                (node(2), 1.0, 0.02),
+                (node(3), 1.0, 0.02),
+            ]));
+        }
+        assert_eq!(w.multiplier(node(1)), Some(0.5));
+    }
+
+    #[test]
     fn a_half_capacity_node_gets_half() {
         let mut w = Weights::new(FeedbackParams::default());
         w.update(&loads(&[(node(1), 1.0, 0.3), (node(2), 2.0, 0.3)]));
@@ -864,6 +929,11 @@ mod test {
             (node(2), 1.0, 0.3),
             (node(3), 1.0, 0.3),
         ]);
+        // Its first reports are its start: they do not count yet.
+        for _ in 0..FeedbackParams::default().warmup {
+            w.update(&hot);
+        }
+        assert_eq!(w.multiplier(node(1)), Some(1.0), "warming up");
         w.update(&hot);
         let first = w.weight(node(1)).unwrap();
         assert!(first < 1.0 && w.weight(node(2)).unwrap() > 1.0);
