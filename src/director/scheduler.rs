@@ -898,7 +898,10 @@ mod test {
         }
         for i in 1..=3 {
             let m = w.multiplier(node(i)).unwrap();
-            assert!((m - 1.0).abs() < 0.02, "node {i}: multiplier {m} after the loads agreed");
+            assert!(
+                (m - 1.0).abs() < 0.02,
+                "node {i}: multiplier {m} after the loads agreed"
+            );
         }
         // A node whose load stays apart keeps its correction.
         for _ in 0..20 {
