@@ -145,29 +145,18 @@ impl MembershipSocket {
             .map_err(ctx("setting non-blocking mode"))?;
         // Pins come in bursts (a catch-up cycle, a flood of new clients): buffers for a few
         // thousand messages each way, beyond the sysctl maximum when root.
-        for (force, plain) in [
-            (
-                nix::sys::socket::setsockopt(
-                    &sock,
-                    nix::sys::socket::sockopt::RcvBufForce,
-                    &BUFFER,
-                )
-                .is_ok(),
-                sock.set_recv_buffer_size(BUFFER),
-            ),
-            (
-                nix::sys::socket::setsockopt(
-                    &sock,
-                    nix::sys::socket::sockopt::SndBufForce,
-                    &BUFFER,
-                )
-                .is_ok(),
-                sock.set_send_buffer_size(BUFFER),
-            ),
-        ] {
-            if !force && let Err(e) = plain {
-                log::debug!("membership socket buffer on {ifname}: {e}");
-            }
+        // The forced size only where it is refused: setting the plain size afterwards would
+        // cap it at the sysctl maximum again.
+        use nix::sys::socket::{setsockopt, sockopt};
+        if setsockopt(&sock, sockopt::RcvBufForce, &BUFFER).is_err()
+            && let Err(e) = sock.set_recv_buffer_size(BUFFER)
+        {
+            log::debug!("membership socket receive buffer on {ifname}: {e}");
+        }
+        if setsockopt(&sock, sockopt::SndBufForce, &BUFFER).is_err()
+            && let Err(e) = sock.set_send_buffer_size(BUFFER)
+        {
+            log::debug!("membership socket send buffer on {ifname}: {e}");
         }
         let sock = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(sock))?;
         Ok(MembershipSocket { sock })

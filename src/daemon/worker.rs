@@ -189,23 +189,31 @@ mod tests {
     use crate::dataplane::{Call, RecordingDataplane, StickyEntry, mark_of};
     use std::net::Ipv4Addr;
 
+    /// VIP 10.9.0.`vip`, port 9090 redirected, direct mode, in `role`.
+    fn desired(vip: u8, role: Role) -> Desired {
+        Desired {
+            vip: Ipv4Addr::new(10, 9, 0, vip),
+            interface: "eth0".into(),
+            redirects: vec![crate::dataplane::PortRedirect {
+                port: 9090,
+                to: 9090,
+            }],
+            mode: crate::dataplane::Mode::Direct,
+            role,
+        }
+    }
+
     #[test]
     fn reads_find_look_up_and_a_whole_read_deletes_the_void_pins() {
-        use crate::dataplane::{DirectorState, Mode, PortPool, PortRedirect};
+        use crate::dataplane::{DirectorState, PortPool};
         let (d, n2, n3) = (
             Ipv4Addr::new(10, 9, 0, 1),
             Ipv4Addr::new(10, 9, 0, 2),
             Ipv4Addr::new(10, 9, 0, 3),
         );
-        let desired = Desired {
-            vip: Ipv4Addr::new(10, 9, 0, 100),
-            interface: "eth0".into(),
-            redirects: vec![PortRedirect {
-                port: 9090,
-                to: 9090,
-            }],
-            mode: Mode::Direct,
-            role: Role::Director(DirectorState {
+        let desired = desired(
+            100,
+            Role::Director(DirectorState {
                 self_addr: d,
                 nodes: vec![n3],
                 pools: vec![PortPool {
@@ -218,7 +226,7 @@ mod tests {
                 sticky_preload: vec![],
                 sticky_void: vec![],
             }),
-        };
+        );
         let pin = |i: u8, node: Ipv4Addr| StickyEntry {
             client: Ipv4Addr::new(10, 9, 1, i),
             port: 9090,
@@ -257,19 +265,15 @@ mod tests {
 
     #[test]
     fn queued_applies_coalesce_but_a_stage_keeps_its_place() {
-        use crate::dataplane::{Mode, PinStage};
-        let scanning = |vip: u8| Desired {
-            vip: Ipv4Addr::new(10, 9, 0, vip),
-            interface: "eth0".into(),
-            redirects: vec![crate::dataplane::PortRedirect {
-                port: 9090,
-                to: 9090,
-            }],
-            mode: Mode::Direct,
-            role: Role::Scanning {
-                self_addr: Ipv4Addr::new(10, 9, 0, 2),
-                director: None,
-            },
+        use crate::dataplane::PinStage;
+        let scanning = |vip: u8| {
+            desired(
+                vip,
+                Role::Scanning {
+                    self_addr: Ipv4Addr::new(10, 9, 0, 2),
+                    director: None,
+                },
+            )
         };
         let stage = PinStage {
             upserts: vec![StickyEntry {
@@ -316,7 +320,7 @@ mod tests {
 
     #[test]
     fn a_new_directors_void_staged_pins_go_after_it_reported_the_data_path_ready() {
-        use crate::dataplane::{DirectorState, Mode, PortPool, PortRedirect};
+        use crate::dataplane::{DirectorState, PortPool};
         let (me, gone) = (Ipv4Addr::new(10, 9, 0, 2), Ipv4Addr::new(10, 9, 0, 1));
         let void = StickyEntry {
             client: Ipv4Addr::new(10, 9, 1, 1),
@@ -324,15 +328,9 @@ mod tests {
             mark: mark_of(gone),
             expires_ms: 0,
         };
-        let d = Desired {
-            vip: Ipv4Addr::new(10, 9, 0, 100),
-            interface: "eth0".into(),
-            redirects: vec![PortRedirect {
-                port: 9090,
-                to: 9090,
-            }],
-            mode: Mode::Direct,
-            role: Role::Director(DirectorState {
+        let d = desired(
+            100,
+            Role::Director(DirectorState {
                 self_addr: me,
                 nodes: vec![],
                 pools: vec![PortPool {
@@ -345,7 +343,7 @@ mod tests {
                 sticky_preload: vec![],
                 sticky_void: vec![void],
             }),
-        };
+        );
         let mut dp = RecordingDataplane {
             sticky: vec![void],
             ..Default::default()

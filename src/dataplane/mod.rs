@@ -12,6 +12,7 @@
 //! the director's own address marks "serve locally", which the sticky map can remember (a
 //! mark of 0 could not be told from a miss).
 
+mod netns;
 mod nfnl;
 mod nfsock;
 mod nft;

@@ -47,20 +47,7 @@ fn os(what: &str, e: impl std::fmt::Display) -> String {
 impl NfSock {
     /// A socket in the network namespace at `netns` (a /run/netns path), or in ours.
     pub fn open_in(netns: Option<&std::path::Path>) -> io::Result<NfSock> {
-        let Some(path) = netns else {
-            return NfSock::open();
-        };
-        let path = path.to_path_buf();
-        // setns affects the calling thread only: a thread of its own, whose socket stays in
-        // that namespace after it ends.
-        std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path)?;
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(io::Error::from)?;
-            NfSock::open()
-        })
-        .join()
-        .map_err(|_| io::Error::other("the thread opening the netlink socket panicked"))?
+        super::netns::open_in(netns, NfSock::open)
     }
 
     pub fn open() -> io::Result<NfSock> {

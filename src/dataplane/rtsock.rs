@@ -140,19 +140,7 @@ fn failed(what: &str, e: impl std::fmt::Display) -> String {
 impl RtSock {
     /// A connection in the network namespace at `netns` (a /run/netns path), or in ours.
     pub fn open_in(netns: Option<&std::path::Path>) -> io::Result<RtSock> {
-        let Some(path) = netns else {
-            return RtSock::open();
-        };
-        let path = path.to_path_buf();
-        // setns affects the calling thread only; the socket stays in that namespace.
-        std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path)?;
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(io::Error::from)?;
-            RtSock::open()
-        })
-        .join()
-        .map_err(|_| io::Error::other("the thread opening the rtnetlink socket panicked"))?
+        super::netns::open_in(netns, RtSock::open)
     }
 
     pub fn open() -> io::Result<RtSock> {

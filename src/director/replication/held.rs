@@ -48,6 +48,17 @@ pub struct Held {
     /// Keys changed (added, moved, refreshed, removed) since [`Held::take_staged`] last ran.
     dirty: HashSet<u64>,
 }
+/// A key alone (mark and time 0), for deletes.
+fn key_only(k: u64) -> StickyEntry {
+    let (client, port) = unkey(k);
+    StickyEntry {
+        client,
+        port,
+        mark: 0,
+        expires_ms: 0,
+    }
+}
+
 impl Held {
     pub fn new(idle: Duration) -> Held {
         Held {
@@ -242,15 +253,7 @@ impl Held {
         self.pins
             .iter()
             .filter(|(_, p)| !keep(Ipv4Addr::from(p.mark)))
-            .map(|(k, _)| {
-                let (client, port) = unkey(*k);
-                StickyEntry {
-                    client,
-                    port,
-                    mark: 0,
-                    expires_ms: 0,
-                }
-            })
+            .map(|(k, _)| key_only(*k))
             .collect()
     }
 
@@ -264,15 +267,7 @@ impl Held {
         for k in std::mem::take(&mut self.dirty) {
             match self.pins.get(&k).and_then(|p| self.entry(now, k, p)) {
                 Some(e) => out.upserts.push(e),
-                None => {
-                    let (client, port) = unkey(k);
-                    out.removed.push(StickyEntry {
-                        client,
-                        port,
-                        mark: 0,
-                        expires_ms: 0,
-                    });
-                }
+                None => out.removed.push(key_only(k)),
             }
         }
         out
