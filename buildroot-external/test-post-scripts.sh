@@ -88,7 +88,7 @@ for f in usr/lib/grub usr/bin/grub-editenv etc/grub.d; do
 done
 keys=("$target"/usr/share/proxyha/keys/*.pub)
 [ -f "${keys[0]}" ] || die "no keyring in the target"
-cmp -s "$target/usr/share/proxyha/proxyha.toml.example" "$top/src/config.example.toml" || die "first-boot template missing"
+cmp -s "$target/usr/share/proxyha/proxyha.toml.example" "$top/src/config/example.toml" || die "first-boot template missing"
 for l in /var/log:/data/log /etc/proxyha:/data/etc/proxyha /var/lib:/data/state; do
 	[ "$(readlink "$target${l%%:*}")" = "${l#*:}" ] || die "link ${l%%:*} -> $(readlink "$target${l%%:*}"), not ${l#*:}"
 done

@@ -36,7 +36,7 @@ if [ -n "${PROXYHA_TRUSTED_KEYS:-}" ]; then
 	done
 fi
 # The first-boot template (`proxyha config example`); image/assemble.sh copies it to the ESP.
-install -m 0644 "$top/src/config.example.toml" "$rootfs/usr/share/proxyha/proxyha.toml.example"
+install -m 0644 "$top/src/config/example.toml" "$rootfs/usr/share/proxyha/proxyha.toml.example"
 
 # Mutable state lives on the data partition (or tmpfs). Buildroot's skeleton has its own links
 # here (/var/log -> ../tmp, ...): replaced.

@@ -69,6 +69,11 @@ fn change_opt<T: PartialEq + Display>(
     }
 }
 
+fn addresses(a: &[std::net::Ipv4Addr]) -> String {
+    let items: Vec<String> = a.iter().map(|a| a.to_string()).collect();
+    format!("[{}]", items.join(", "))
+}
+
 fn redirects(r: &[PortRedirect]) -> String {
     let items: Vec<String> = r
         .iter()
@@ -107,7 +112,10 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
                 sticky_idle_s,
                 mode,
                 auth_key,
+                auth_key_file,
                 drain,
+                unicast_peers,
+                vrrp_sources,
             },
         control: Control { socket, state_dir },
         log: Log {
@@ -166,6 +174,14 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
     change(i, "sticky_idle_s", &o.ha.sticky_idle_s, sticky_idle_s);
     change(i, "mode", &o.ha.mode, mode);
     change(i, "drain", &o.ha.drain, drain);
+    for (key, old, new) in [
+        ("unicast_peers", &o.ha.unicast_peers, unicast_peers),
+        ("vrrp_sources", &o.ha.vrrp_sources, vrrp_sources),
+    ] {
+        if old != new {
+            i.push(format!("{key} {}→{}", addresses(old), addresses(new)));
+        }
+    }
     if o.ha.auth_key != *auth_key {
         // Never log a secret; that it changed is enough.
         i.push(
@@ -176,6 +192,17 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
             }
             .to_string(),
         );
+    }
+    if o.ha.auth_key_file != *auth_key_file {
+        let show = |p: &Option<std::path::PathBuf>| {
+            p.as_ref()
+                .map_or("unset".to_string(), |p| p.display().to_string())
+        };
+        i.push(format!(
+            "auth_key_file {}→{}",
+            show(&o.ha.auth_key_file),
+            show(auth_key_file)
+        ));
     }
     change(i, "name", &o.node.name, name);
     change_opt(i, "capacity", &o.node.capacity, capacity);

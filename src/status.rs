@@ -82,6 +82,19 @@ pub struct Status {
     /// those it holds from the director; null when load sharing is off.
     #[serde(default)]
     pub pins: Option<u64>,
+    /// Load sharing's membership protocol: "authenticated" (HMAC-SHA256 with replay
+    /// protection) or "unauthenticated" (any host on the segment can join the pool); null
+    /// when load sharing is off.
+    #[serde(default)]
+    pub membership: Option<String>,
+    /// Where this node's adverts go: the unicast peers (this node excluded); empty:
+    /// multicast to 224.0.0.18.
+    #[serde(default)]
+    pub unicast_peers: Vec<Ipv4Addr>,
+    /// Who may speak VRRP (`discard_source` for others); empty: any host on the segment,
+    /// which can then take the VIP with a higher priority.
+    #[serde(default)]
+    pub vrrp_sources: Vec<Ipv4Addr>,
     /// Standby: the age in seconds of its newest complete copy of the director's pins (null
     /// before the first, and on the director).
     #[serde(default)]
@@ -274,6 +287,29 @@ pub fn render_table(status: &Status) -> String {
         format!("{} ms", status.advert_interval_ms),
     ));
     rows.push(("vrrp version", status.vrrp_version.to_string()));
+    let list = |a: &[Ipv4Addr]| {
+        a.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    rows.push((
+        "vrrp peers",
+        if status.unicast_peers.is_empty() {
+            "multicast 224.0.0.18".to_string()
+        } else {
+            format!("unicast to {}", list(&status.unicast_peers))
+        },
+    ));
+    rows.push((
+        "vrrp sources",
+        if status.vrrp_sources.is_empty() {
+            "ANY host on the segment can take the VIP (set ha.unicast_peers or ha.vrrp_sources)"
+                .to_string()
+        } else {
+            format!("only {}", list(&status.vrrp_sources))
+        },
+    ));
     rows.push(("preempt", yes_no(status.preempt).to_string()));
     rows.push((
         "link",
@@ -308,6 +344,16 @@ pub fn render_table(status: &Status) -> String {
     rows.push(("version", status.version.clone()));
     if let Some(d) = status.director {
         rows.push(("director", d.to_string()));
+    }
+    if let Some(m) = &status.membership {
+        let text = if m == "unauthenticated" {
+            "unauthenticated: any host on the segment can join the pool and get clients \
+             (set ha.auth_key_file; proxyha setup writes one)"
+                .to_string()
+        } else {
+            format!("{m} (HMAC-SHA256, replays refused)")
+        };
+        rows.push(("membership", text));
     }
     if let Some(p) = status.pins {
         let held = match (status.director == status.management_ip, status.pins_age_s) {
@@ -663,6 +709,9 @@ mod tests {
             update_missing: None,
             pins: Some(1234),
             pins_age_s: Some(12.0),
+            unicast_peers: vec![],
+            vrrp_sources: vec![],
+            membership: Some("unauthenticated".into()),
         }
     }
 

@@ -3,6 +3,7 @@
 //! carries out the actions it returns. Single-threaded: the core is one state machine
 //! and nothing here needs parallelism, and one thread keeps advert timing predictable.
 
+mod boot_id;
 mod control;
 mod handover;
 pub mod maintenance;
@@ -148,7 +149,12 @@ pub async fn run(
         log::warn!("removed stale VIP {vip} from {ifname} left by a previous run");
     }
 
-    let vrrp = VrrpSocket::open(&ifname, link.index, primary)?;
+    let vrrp = VrrpSocket::open(
+        &ifname,
+        link.index,
+        primary,
+        config.ha.unicast_peers.is_empty(),
+    )?;
     let garp = GarpSocket::open(link.index)?;
     let (_control, mut requests) = control::ControlServer::start(&config.control.socket).await?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -177,6 +183,7 @@ pub async fn run(
     };
 
     let mut router = Router::new(router_config(&config, primary));
+    log_speakers(router.config(), &config);
     let mut shell = Shell {
         config,
         link,
@@ -488,7 +495,20 @@ impl LoadSharing {
         );
         let worker = Worker::start(done_tx)?;
         let now = Instant::now();
-        let mut cluster = Cluster::new(cluster_config(config, primary));
+        let mut cfg = cluster_config(config, primary);
+        let (boot, warning) = boot_id::next(&config.control.state_dir, boot_id::wall_clock_ms());
+        if let Some(w) = warning {
+            log::warn!("{w}");
+        }
+        cfg.boot_id = boot;
+        if config.ha.auth_key.is_none() {
+            log::warn!(
+                "membership: unauthenticated: any host on {} can join the pool, report load and \
+                 receive client traffic; set ha.auth_key_file on every node (proxyha setup writes one)",
+                config.ha.interface
+            );
+        }
+        let mut cluster = Cluster::new(cfg);
         cluster.set_draining(now, draining);
         cluster.handle_startup(now);
         Ok(LoadSharing {
@@ -562,6 +582,8 @@ fn cluster_config(config: &Config, primary: Ipv4Addr) -> ClusterConfig {
     c.priority = ha.priority;
     c.auth_key = ha.auth_key.as_ref().map(|k| k.as_bytes().to_vec());
     c.drain = ha.drain;
+    c.announce_to = ha.unicast_peers.clone();
+    c.allowed_sources = ha.vrrp_allowed_sources();
     c.group_config = group_config(config);
     c.config_digest = Sha256::digest(c.group_config.as_bytes()).into();
     c
@@ -637,6 +659,22 @@ async fn primary_address(
     }
 }
 
+/// Who may speak VRRP, at start and on a reload that changed it; a warning when anyone may.
+fn log_speakers(cfg: &RouterConfig, config: &Config) {
+    let what = crate::vrrp::speakers(cfg);
+    if cfg.allowed_sources.is_empty() {
+        log::warn!(
+            "VRRP_Instance(VI_{}) {what}: any host on {} can take the VIP {} with a higher priority; \
+             set ha.unicast_peers or ha.vrrp_sources to the group's node addresses",
+            cfg.vrid,
+            config.ha.interface,
+            config.ha.virtual_ip
+        );
+    } else {
+        log::info!("VRRP_Instance(VI_{}) {what}", cfg.vrid);
+    }
+}
+
 fn router_config(config: &Config, primary: Ipv4Addr) -> RouterConfig {
     RouterConfig {
         version: config.ha.vrrp_version,
@@ -647,6 +685,8 @@ fn router_config(config: &Config, primary: Ipv4Addr) -> RouterConfig {
         vips: vec![config.ha.virtual_ip],
         primary_addr: primary,
         checksum: config.ha.vrrp_checksum,
+        unicast_peers: config.ha.unicast_peers.clone(),
+        allowed_sources: config.ha.vrrp_allowed_sources(),
     }
 }
 
@@ -655,14 +695,14 @@ impl Shell {
     async fn execute(&mut self, router: &mut Router) {
         while let Some(action) = router.poll_action() {
             match action {
-                Action::SendAdvert(payload) => {
-                    if let Err(e) = self.vrrp.send(&payload) {
+                Action::SendAdvert { to, payload } => {
+                    if let Err(e) = self.vrrp.send(to, &payload) {
                         let now = Instant::now();
                         let quiet = self
                             .last_send_error_log
                             .is_some_and(|t| now.duration_since(t) < Duration::from_secs(10));
                         if !quiet {
-                            log::warn!("sending VRRP advert on {}: {e}", self.link.name);
+                            log::warn!("sending VRRP advert to {to} on {}: {e}", self.link.name);
                             self.last_send_error_log = Some(now);
                         }
                     }
@@ -862,6 +902,21 @@ impl Shell {
                 .map(|lb| lb.cluster.nodes(now))
                 .unwrap_or_default(),
             config_mismatches: self.mismatches(router, now),
+            unicast_peers: router
+                .config()
+                .destinations()
+                .into_iter()
+                .filter(|a| !a.is_multicast())
+                .collect(),
+            vrrp_sources: router.config().allowed_sources.clone(),
+            membership: self.lb.as_ref().map(|_| {
+                if self.config.ha.auth_key.is_some() {
+                    "authenticated"
+                } else {
+                    "unauthenticated"
+                }
+                .to_string()
+            }),
             direct_only_ports: self
                 .lb
                 .as_ref()

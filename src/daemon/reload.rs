@@ -63,6 +63,8 @@ impl Shell {
             // The plan said same instance; the core disagrees only if the two drifted apart.
             log::error!("reload: the VRRP core refused the new values; keeping the old ones");
         }
+        let speakers_changed = new.ha.unicast_peers != self.config.ha.unicast_peers
+            || new.ha.vrrp_sources != self.config.ha.vrrp_sources;
         let lb_wanted = !new.ha.port_redirects.is_empty();
         match (self.lb.take(), lb_wanted) {
             (Some(lb), false) => {
@@ -88,6 +90,22 @@ impl Shell {
             (None, false) => {}
         }
         self.config = new;
+        if speakers_changed {
+            self.set_vrrp_mode();
+            super::log_speakers(router.config(), &self.config);
+        }
+    }
+
+    /// Joins 224.0.0.18 in multicast mode, leaves it with unicast peers.
+    fn set_vrrp_mode(&mut self) {
+        let multicast = self.config.ha.unicast_peers.is_empty();
+        if let Err(e) = self.vrrp.set_multicast(multicast) {
+            log::error!(
+                "reload: {} 224.0.0.18 on {}: {e}",
+                if multicast { "joining" } else { "leaving" },
+                self.link.name
+            );
+        }
     }
 
     /// Another instance (interface, address, VRID, VIP, version or lb_id): leave cleanly,
@@ -114,8 +132,13 @@ impl Shell {
             let primary = primary_address(&self.handle, &new, &link)
                 .await
                 .map_err(|e| refuse(e.to_string()))?;
-            let vrrp = VrrpSocket::open(&link.name, link.index, primary)
-                .map_err(|e| refuse(e.to_string()))?;
+            let vrrp = VrrpSocket::open(
+                &link.name,
+                link.index,
+                primary,
+                new.ha.unicast_peers.is_empty(),
+            )
+            .map_err(|e| refuse(e.to_string()))?;
             let garp = GarpSocket::open(link.index).map_err(|e| refuse(e.to_string()))?;
             Some((link, primary, vrrp, garp))
         } else {
@@ -148,6 +171,7 @@ impl Shell {
         }
         crate::logging::set_level(new.log.level);
         self.config = new;
+        self.set_vrrp_mode();
         let vip = self.config.ha.virtual_ip;
         match netlink::remove_vip(&self.handle, &self.link, vip).await {
             Ok(true) => log::warn!("removed stale VIP {vip} from {}", self.link.name),

@@ -16,23 +16,26 @@ use crate::wire::{arp, membership, vrrp};
 /// unsafe `AsyncFd` registration.
 pub struct VrrpSocket {
     sock: tokio::net::UdpSocket,
-    group: SocketAddr,
+    ifindex: u32,
+    /// Joined to 224.0.0.18 (multicast mode); unicast mode never joins it.
+    joined: bool,
 }
 
 impl VrrpSocket {
-    /// Opens the socket as RFC 9568 §5.1.1 wants it: bound to the HA interface, joined to
-    /// 224.0.0.18 there, TTL 255, sourced from `primary`, and without multicast loopback (a
-    /// router must not hear itself; the core drops its own adverts anyway).
-    pub fn open(ifname: &str, ifindex: u32, primary: Ipv4Addr) -> io::Result<VrrpSocket> {
+    /// Opens the socket as RFC 9568 §5.1.1 wants it: bound to the HA interface, TTL 255,
+    /// sourced from `primary`, and without multicast loopback (a router must not hear
+    /// itself; the core drops its own adverts anyway). `multicast`: joined to 224.0.0.18
+    /// there; otherwise (unicast peers) only adverts sent to this host arrive.
+    pub fn open(
+        ifname: &str,
+        ifindex: u32,
+        primary: Ipv4Addr,
+        multicast: bool,
+    ) -> io::Result<VrrpSocket> {
         let ctx = context(ifname);
         let sock = raw_socket_on(ifname, vrrp::PROTOCOL)?;
-        let index = NonZeroU32::new(ifindex)
+        NonZeroU32::new(ifindex)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "interface index 0"))?;
-        sock.join_multicast_v4_n(
-            &vrrp::MULTICAST_GROUP,
-            &socket2::InterfaceIndexOrAddress::Index(index.get()),
-        )
-        .map_err(ctx("joining 224.0.0.18"))?;
         // Only deliver groups this socket joined, not those of every socket on the host.
         sock.set_multicast_all_v4(false)
             .map_err(ctx("setting IP_MULTICAST_ALL"))?;
@@ -48,9 +51,31 @@ impl VrrpSocket {
         sock.set_tos_v4(0xc0).map_err(ctx("setting TOS"))?;
         sock.set_nonblocking(true)
             .map_err(ctx("setting non-blocking mode"))?;
-        let group = SocketAddr::V4(SocketAddrV4::new(vrrp::MULTICAST_GROUP, 0));
         let sock = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(sock))?;
-        Ok(VrrpSocket { sock, group })
+        let mut vrrp = VrrpSocket {
+            sock,
+            ifindex,
+            joined: false,
+        };
+        vrrp.set_multicast(multicast)
+            .map_err(ctx("joining 224.0.0.18"))?;
+        Ok(vrrp)
+    }
+
+    /// Joins or leaves 224.0.0.18 (a reload between multicast and unicast peers).
+    pub fn set_multicast(&mut self, on: bool) -> io::Result<()> {
+        if on == self.joined {
+            return Ok(());
+        }
+        let sock = socket2::SockRef::from(&self.sock);
+        let iface = socket2::InterfaceIndexOrAddress::Index(self.ifindex);
+        if on {
+            sock.join_multicast_v4_n(&vrrp::MULTICAST_GROUP, &iface)?;
+        } else {
+            sock.leave_multicast_v4_n(&vrrp::MULTICAST_GROUP, &iface)?;
+        }
+        self.joined = on;
+        Ok(())
     }
 
     /// Waits for a datagram (IPv4 header included, as raw sockets deliver it).
@@ -67,9 +92,12 @@ impl VrrpSocket {
         }
     }
 
-    /// Sends one VRRP message to 224.0.0.18; the kernel writes the IP header.
-    pub fn send(&self, payload: &[u8]) -> io::Result<()> {
-        self.sock.try_send_to(payload, self.group).map(|_| ())
+    /// Sends one VRRP message to `to` (224.0.0.18 or a unicast peer); the kernel writes
+    /// the IP header.
+    pub fn send(&self, to: Ipv4Addr, payload: &[u8]) -> io::Result<()> {
+        self.sock
+            .try_send_to(payload, SocketAddr::V4(SocketAddrV4::new(to, 0)))
+            .map(|_| ())
     }
 }
 

@@ -41,8 +41,10 @@ counters! {
     became_master,
     /// IPv4 header unreadable, or protocol is not 112.
     discard_ip_header,
-    /// TTL is not 255 (the packet crossed a router, RFC 9568 §7.1).
+    /// TTL is not 255 (the packet crossed a router, RFC 9568 §7.1); multicast mode only.
     discard_ttl,
+    /// From a sender that is neither a unicast peer nor in `ha.vrrp_sources`.
+    discard_source,
     /// VRRP version is not the configured one.
     discard_version,
     /// Message type is not ADVERTISEMENT.

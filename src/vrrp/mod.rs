@@ -30,9 +30,9 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 pub use counters::Counters;
-pub use router::Router;
+pub use router::{Router, speakers};
 
-use crate::wire::vrrp::{ChecksumMode, Version};
+use crate::wire::vrrp::{ChecksumMode, MULTICAST_GROUP, Version};
 
 /// The gratuitous ARPs sent on becoming master are repeated once after this delay
 /// (issue 2, item 4): switches and neighbours that were busy during the first burst
@@ -42,6 +42,11 @@ pub const GARP_REPEAT_DELAY: Duration = Duration::from_secs(5);
 /// A discard log line is written at most once per (sender, reason) in this much
 /// injected time; a flood of bad packets must not flood syslog.
 pub const DISCARD_LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// An advert from a sender that may not speak (`discard_source`) is logged once per sender
+/// in this much time: the first one says who; a rogue that keeps sending gets one reminder
+/// with its count every 10 minutes, not a line every 10 s.
+pub const SOURCE_LOG_WINDOW: Duration = Duration::from_secs(600);
 
 /// What one virtual router instance is configured with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +70,28 @@ pub struct RouterConfig {
     pub primary_addr: Ipv4Addr,
     /// Whether emitted v3 checksums include the IPv4 pseudo-header (v2 never does).
     pub checksum: ChecksumMode,
+    /// Unicast VRRP: one advert to each of these instead of one to 224.0.0.18 (our own
+    /// address is skipped). Any TTL is accepted then (the packets may cross a router, as
+    /// keepalived accepts with `unicast_peer`); multicast adverts must carry TTL 255.
+    pub unicast_peers: Vec<Ipv4Addr>,
+    /// The only senders whose adverts count (`discard_source` for any other); empty: any.
+    pub allowed_sources: Vec<Ipv4Addr>,
+}
+
+impl RouterConfig {
+    /// Where our adverts go: each unicast peer but ourselves, or the VRRP group.
+    pub fn destinations(&self) -> Vec<Ipv4Addr> {
+        if self.unicast_peers.is_empty() {
+            return vec![MULTICAST_GROUP];
+        }
+        let mut to: Vec<Ipv4Addr> = Vec::new();
+        for p in &self.unicast_peers {
+            if *p != self.primary_addr && !to.contains(p) {
+                to.push(*p);
+            }
+        }
+        to
+    }
 }
 
 /// The states of RFC 9568 §6.4 plus two of ours: `Fault` (link down, keepalived's
@@ -111,9 +138,9 @@ impl fmt::Display for State {
 /// What the shell must do, in the order the core returns them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// A VRRP message (the IP payload) to send to 224.0.0.18 with TTL 255 from
-    /// `primary_addr`.
-    SendAdvert(Vec<u8>),
+    /// A VRRP message (the IP payload) to send to `to` (224.0.0.18, or a unicast peer)
+    /// with TTL 255 from `primary_addr`. The v3 pseudo-header checksum covers `to`.
+    SendAdvert { to: Ipv4Addr, payload: Vec<u8> },
     /// Configure the VIPs on the interface.
     AddVips,
     /// Remove the VIPs from the interface.

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use super::{
-    Action, Counters, DISCARD_LOG_WINDOW, GARP_REPEAT_DELAY, RouterConfig, State,
-    master_down_interval, skew_time,
+    Action, Counters, DISCARD_LOG_WINDOW, GARP_REPEAT_DELAY, RouterConfig, SOURCE_LOG_WINDOW,
+    State, master_down_interval, skew_time,
 };
 use crate::wire::ipv4;
-use crate::wire::vrrp::{self, MULTICAST_GROUP, Packet, Repr, Version};
+use crate::wire::vrrp::{self, Packet, Repr, Version};
 
 /// Bound on the per-sender tables (discard log limiter, VIP mismatch memory): a
 /// spoofed flood from many source addresses must not grow memory without limit.
@@ -33,6 +33,7 @@ enum Discard {
     NoAddresses,
     Auth,
     Own,
+    Source,
 }
 
 impl Discard {
@@ -49,6 +50,15 @@ impl Discard {
             Discard::NoAddresses => "discard_no_addresses",
             Discard::Auth => "discard_auth",
             Discard::Own => "discard_own",
+            Discard::Source => "discard_source",
+        }
+    }
+
+    /// How often one sender's discards of this kind are logged.
+    fn log_window(self) -> Duration {
+        match self {
+            Discard::Source => SOURCE_LOG_WINDOW,
+            _ => DISCARD_LOG_WINDOW,
         }
     }
 
@@ -80,10 +90,10 @@ pub struct Router {
     name: String,
     /// Our Advertisement_Interval as the wire carries it (see [`RouterConfig`]).
     advert_interval: Duration,
-    /// Our advert and our priority-0 advert, encoded once: nothing to allocate or
-    /// checksum on the timer path that the jitter goal depends on.
-    advert: Vec<u8>,
-    advert_zero: Vec<u8>,
+    /// Our advert and our priority-0 advert for each destination, encoded once: nothing to
+    /// allocate or checksum on the timer path that the jitter goal depends on.
+    adverts: Vec<(Ipv4Addr, Vec<u8>)>,
+    adverts_zero: Vec<(Ipv4Addr, Vec<u8>)>,
     /// The VIPs sorted, to compare with received address lists in any order.
     sorted_vips: Vec<Ipv4Addr>,
     state: State,
@@ -109,6 +119,30 @@ pub struct Router {
     handing_over: bool,
 }
 
+/// Who may speak VRRP, for the start and reload lines.
+pub fn speakers(cfg: &RouterConfig) -> String {
+    let list = |a: &[Ipv4Addr]| {
+        a.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match (cfg.unicast_peers.is_empty(), cfg.allowed_sources.is_empty()) {
+        (false, _) => format!(
+            "unicast to {}, adverts accepted only from {}",
+            list(&cfg.destinations()),
+            list(&cfg.allowed_sources)
+        ),
+        (true, false) => format!(
+            "multicast 224.0.0.18, adverts accepted only from {}",
+            list(&cfg.allowed_sources)
+        ),
+        (true, true) => {
+            "multicast 224.0.0.18, adverts accepted from any host on the segment".into()
+        }
+    }
+}
+
 /// `now + d` without the overflow panic of `Instant + Duration`; an instant that far in
 /// the future can only come from a broken caller, and "never" is the safe reading.
 fn after(now: Instant, d: Duration) -> Option<Instant> {
@@ -130,8 +164,11 @@ fn wire_interval(version: Version, interval: Duration) -> Duration {
     }
 }
 
-/// Our advert and our priority-0 advert for `cfg` at the wire interval `advert_interval`.
-fn encode(cfg: &RouterConfig, advert_interval: Duration) -> (Vec<u8>, Vec<u8>) {
+type Encoded = Vec<(Ipv4Addr, Vec<u8>)>;
+
+/// Our advert and our priority-0 advert for `cfg` at the wire interval `advert_interval`,
+/// one of each per destination (the v3 pseudo-header checksum covers the destination).
+fn encode(cfg: &RouterConfig, advert_interval: Duration) -> (Encoded, Encoded) {
     let advert_int = match cfg.version {
         Version::V3 => advert_interval.as_millis() / 10,
         Version::V2 => advert_interval.as_millis() / 1000,
@@ -143,12 +180,16 @@ fn encode(cfg: &RouterConfig, advert_interval: Duration) -> (Vec<u8>, Vec<u8>) {
         advert_int: u16::try_from(advert_int).unwrap_or(1),
         addresses: cfg.vips.iter().copied().take(255).collect(),
     };
-    let encode = |priority| {
-        Repr {
+    let destinations = cfg.destinations();
+    let encode = |priority| -> Encoded {
+        let repr = Repr {
             priority,
             ..template.clone()
-        }
-        .to_bytes(cfg.checksum, cfg.primary_addr, MULTICAST_GROUP)
+        };
+        destinations
+            .iter()
+            .map(|to| (*to, repr.to_bytes(cfg.checksum, cfg.primary_addr, *to)))
+            .collect()
     };
     (encode(cfg.priority), encode(0))
 }
@@ -171,14 +212,20 @@ impl Router {
             // misconfiguration shows in status instead of a crash loop.
             warn!("{name} has no virtual address: peers will discard its adverts, add one");
         }
-        let (advert, advert_zero) = encode(&cfg, advert_interval);
+        if !cfg.unicast_peers.is_empty() && cfg.destinations().is_empty() {
+            warn!(
+                "{name} unicast peers {:?} list only ourselves: no advert will reach anyone, add the other nodes",
+                cfg.unicast_peers
+            );
+        }
+        let (adverts, adverts_zero) = encode(&cfg, advert_interval);
         let mut sorted_vips = cfg.vips.clone();
         sorted_vips.sort_unstable();
         Router {
             name,
             advert_interval,
-            advert,
-            advert_zero,
+            adverts,
+            adverts_zero,
             sorted_vips,
             state: State::Initialize,
             state_since: None,
@@ -281,6 +328,7 @@ impl Router {
     /// addresses or source address differ): the shell must restart the instance instead
     /// ([`Router::handle_shutdown`], then a new router).
     pub fn reconfigure(&mut self, now: Instant, cfg: RouterConfig) -> bool {
+        // Peers and allowed sources may change in place (a node added to the group).
         let same_instance = cfg.vrid == self.cfg.vrid
             && cfg.version == self.cfg.version
             && cfg.vips == self.cfg.vips
@@ -291,24 +339,30 @@ impl Router {
         if cfg == self.cfg {
             return true;
         }
-        let resign = self.advert_zero.clone();
+        let resign = self.adverts_zero.clone();
         let advert_interval = wire_interval(cfg.version, cfg.advert_interval);
-        let (advert, advert_zero) = encode(&cfg, advert_interval);
+        let (adverts, adverts_zero) = encode(&cfg, advert_interval);
         let old = std::mem::replace(&mut self.cfg, cfg);
         let interval_changed = advert_interval != self.advert_interval;
         self.advert_interval = advert_interval;
-        self.advert = advert;
-        self.advert_zero = advert_zero;
+        self.adverts = adverts;
+        self.adverts_zero = adverts_zero;
         info!(
-            "{} reconfigured: priority {}, advert interval {:?}, preempt {}",
-            self.name, self.cfg.priority, self.advert_interval, self.cfg.preempt
+            "{} reconfigured: priority {}, advert interval {:?}, preempt {}, {}",
+            self.name,
+            self.cfg.priority,
+            self.advert_interval,
+            self.cfg.preempt,
+            speakers(&self.cfg)
         );
+        self.discard_log
+            .retain(|(_, reason), _| *reason != Discard::Source);
         let scanning_only = self.cfg.priority == 0;
         match self.state {
             State::Master if scanning_only => {
                 self.counters.tx_adverts += 1;
                 self.counters.tx_priority_zero += 1;
-                self.actions.push_back(Action::SendAdvert(resign));
+                self.push_adverts(&resign);
                 info!("{} sent 0 priority", self.name);
                 self.master_adver_interval = self.advert_interval;
                 self.enter_backup(now);
@@ -381,8 +435,20 @@ impl Router {
             let why = format_args!("IP protocol {} is not {}", header.protocol, vrrp::PROTOCOL);
             return self.discard(now, src, Discard::IpHeader, &why);
         }
-        if header.ttl != vrrp::TTL {
-            // "MUST verify that the IPv4 TTL is 255": the packet crossed a router.
+        if !self.cfg.allowed_sources.is_empty()
+            && !self.cfg.allowed_sources.contains(&header.src)
+            && header.src != self.cfg.primary_addr
+        {
+            let why = if self.cfg.unicast_peers.is_empty() {
+                "not in ha.vrrp_sources (add it there if it is a node of this group)"
+            } else {
+                "not in ha.unicast_peers (add it there if it is a node of this group)"
+            };
+            return self.discard(now, src, Discard::Source, &why);
+        }
+        if header.ttl != vrrp::TTL && self.cfg.unicast_peers.is_empty() {
+            // "MUST verify that the IPv4 TTL is 255": the packet crossed a router. Unicast
+            // peers (listed, so already vetted) may sit behind one: any TTL, as keepalived.
             let why = format_args!("TTL {} is not {}", header.ttl, vrrp::TTL);
             return self.discard(now, src, Discard::Ttl, &why);
         }
@@ -527,8 +593,9 @@ impl Router {
         if self.state == State::Master {
             self.counters.tx_adverts += 1;
             self.counters.tx_priority_zero += 1;
-            self.actions
-                .push_back(Action::SendAdvert(self.advert_zero.clone()));
+            let resign = std::mem::take(&mut self.adverts_zero);
+            self.push_adverts(&resign);
+            self.adverts_zero = resign;
             info!("{} sent 0 priority", self.name);
         }
         self.master = None;
@@ -711,8 +778,19 @@ impl Router {
 
     fn send_advert(&mut self) {
         self.counters.tx_adverts += 1;
-        self.actions
-            .push_back(Action::SendAdvert(self.advert.clone()));
+        let adverts = std::mem::take(&mut self.adverts);
+        self.push_adverts(&adverts);
+        self.adverts = adverts;
+    }
+
+    /// One advert round: a copy to each destination.
+    fn push_adverts(&mut self, adverts: &[(Ipv4Addr, Vec<u8>)]) {
+        for (to, payload) in adverts {
+            self.actions.push_back(Action::SendAdvert {
+                to: *to,
+                payload: payload.clone(),
+            });
+        }
     }
 
     /// The one place that changes state, so the log lines and the invariant "VIPs are
@@ -799,13 +877,15 @@ impl Router {
             Discard::NoAddresses => &mut self.counters.discard_no_addresses,
             Discard::Auth => &mut self.counters.discard_auth,
             Discard::Own => &mut self.counters.discard_own,
+            Discard::Source => &mut self.counters.discard_source,
         };
         *counter += 1;
 
         let mut key = (sender, reason);
         if !self.discard_log.contains_key(&key) && self.discard_log.len() >= SENDER_TABLE_CAP {
-            self.discard_log
-                .retain(|_, w| now.saturating_duration_since(w.last_logged) < DISCARD_LOG_WINDOW);
+            self.discard_log.retain(|(_, reason), w| {
+                now.saturating_duration_since(w.last_logged) < reason.log_window()
+            });
             if self.discard_log.len() >= SENDER_TABLE_CAP {
                 // Too many senders at once (a spoofed flood): share one window.
                 key = (None, reason);
@@ -821,7 +901,7 @@ impl Router {
             }
             Entry::Occupied(mut o) => {
                 let w = o.get_mut();
-                if now.saturating_duration_since(w.last_logged) < DISCARD_LOG_WINDOW {
+                if now.saturating_duration_since(w.last_logged) < reason.log_window() {
                     w.suppressed += 1;
                     return;
                 }
@@ -839,7 +919,7 @@ impl Router {
                 "{} discarding advert from {from}: {detail} ({}); {suppressed} more suppressed in the last {}s",
                 self.name,
                 reason.counter_name(),
-                DISCARD_LOG_WINDOW.as_secs()
+                reason.log_window().as_secs()
             );
         } else {
             warn!(

@@ -175,6 +175,8 @@ fn cfg(last: u8, priority: u8) -> RouterConfig {
         vips: vec![VIP],
         primary_addr: addr(last),
         checksum: ChecksumMode::PseudoHeader,
+        unicast_peers: vec![],
+        allowed_sources: vec![],
     }
 }
 
@@ -260,7 +262,7 @@ impl Sim {
                 action: action.clone(),
             });
             match action {
-                Action::SendAdvert(payload) => self.transmit(i, &payload),
+                Action::SendAdvert { to, payload } => self.transmit(i, to, &payload),
                 Action::AddVips => self.nodes[i].holds_vip = true,
                 Action::RemoveVips => self.nodes[i].holds_vip = false,
                 Action::SendGarp => {}
@@ -275,7 +277,9 @@ impl Sim {
         );
     }
 
-    fn transmit(&mut self, from: usize, payload: &[u8]) {
+    /// Delivers an advert: to the node group for 224.0.0.18, to the one node holding `dst`
+    /// for a unicast peer.
+    fn transmit(&mut self, from: usize, dst: Ipv4Addr, payload: &[u8]) {
         let sender = &self.nodes[from];
         assert!(
             sender.alive && sender.link,
@@ -289,7 +293,7 @@ impl Sim {
             &mut bytes,
             &ipv4::Header {
                 src,
-                dst: MULTICAST_GROUP,
+                dst,
                 ttl: vrrp::TTL,
                 protocol: vrrp::PROTOCOL,
             },
@@ -298,6 +302,9 @@ impl Sim {
         );
         for to in 0..self.nodes.len() {
             if to == from || self.nodes[to].group != group {
+                continue;
+            }
+            if dst != MULTICAST_GROUP && self.nodes[to].cfg.primary_addr != dst {
                 continue;
             }
             if self.loss_percent > 0 && self.rng.below(100) < self.loss_percent {
@@ -443,7 +450,9 @@ impl Sim {
             .iter()
             .filter(|e| e.node == i)
             .filter_map(|e| match &e.action {
-                Action::SendAdvert(p) => Some((e.at, p.get(2).copied().unwrap_or(0))),
+                Action::SendAdvert { payload: p, .. } => {
+                    Some((e.at, p.get(2).copied().unwrap_or(0)))
+                }
                 _ => None,
             })
             .collect()
@@ -457,6 +466,8 @@ impl Sim {
             .expect("node sent no advert before the event")
     }
 }
+
+mod unicast;
 
 fn three_nodes() -> Sim {
     Sim::new(vec![cfg(11, 99), cfg(12, 89), cfg(13, 79)])
@@ -529,6 +540,7 @@ fn counters_iter_yields_every_contract_name_in_stable_order() {
         "became_master",
         "discard_ip_header",
         "discard_ttl",
+        "discard_source",
         "discard_version",
         "discard_type",
         "discard_checksum",
@@ -645,7 +657,7 @@ fn priority_zero_advert_on_shutdown_makes_backup_take_over_after_skew_time() {
         .iter()
         .filter(|e| e.node == 0 && e.at == shutdown)
         .collect();
-    assert!(matches!(&tail[0].action, Action::SendAdvert(p) if p[2] == 0));
+    assert!(matches!(&tail[0].action, Action::SendAdvert { payload: p, .. } if p[2] == 0));
     assert_eq!(tail[1].action, Action::RemoveVips);
     assert_eq!(sim.router(0).state(), State::Initialize);
     assert_eq!(sim.router(0).counters().tx_priority_zero, 1);
@@ -980,7 +992,7 @@ fn second_garp_burst_follows_five_seconds_after_becoming_master() {
         .filter(|e| e.node == 0 && e.at == t)
         .map(|e| &e.action)
         .collect();
-    assert!(matches!(first[0], Action::SendAdvert(_)));
+    assert!(matches!(first[0], Action::SendAdvert { payload: _, .. }));
     assert_eq!(first[1..], [&Action::AddVips, &Action::SendGarp]);
 }
 
@@ -1300,7 +1312,10 @@ fn spurious_handle_timeout_is_a_no_op() {
     assert_eq!(r.counters().became_master, 1);
     // A late wake-up keeps the cadence instead of drifting.
     r.handle_timeout(next + Duration::from_millis(7));
-    assert!(matches!(r.poll_action(), Some(Action::SendAdvert(_))));
+    assert!(matches!(
+        r.poll_action(),
+        Some(Action::SendAdvert { payload: _, .. })
+    ));
     assert_eq!(r.poll_timeout(), Some(next + SEC));
     // Initialize and Fault have no timers at all.
     let mut idle = Router::new(cfg(13, 50));
@@ -1318,7 +1333,7 @@ fn master_receiving_priority_zero_advertises_at_once() {
     let now = sim.now;
     let r = &mut sim.nodes[0].router;
     r.handle_datagram(now, &advert_datagram(12, &repr(0)));
-    assert!(matches!(r.poll_action(), Some(Action::SendAdvert(p)) if p[2] == 99));
+    assert!(matches!(r.poll_action(), Some(Action::SendAdvert { payload: p, .. }) if p[2] == 99));
     assert_eq!(r.poll_action(), None);
     assert_eq!(r.poll_timeout(), Some(now + SEC));
     assert_eq!(r.state(), State::Master);
@@ -1355,7 +1370,7 @@ fn emitted_advert_round_trips_through_the_codec() {
             ..cfg(11, 99)
         });
         r.handle_startup(Instant::now(), true);
-        let Some(Action::SendAdvert(p)) = r.poll_action() else {
+        let Some(Action::SendAdvert { payload: p, .. }) = r.poll_action() else {
             panic!("owner advertises at once")
         };
         let packet = Packet::new_checked(&p[..]).expect("header");
@@ -1562,7 +1577,9 @@ fn a_named_successor_takes_over_at_once_and_the_leaving_master_sends_no_priority
     // Both hold the VIP until the old master hears it may go; it never re-asserts.
     sim.run_to(Duration::from_millis(10_500));
     assert_eq!(sim.vip_holders(), vec![0, 1]);
-    let old_adverts = sim.events(0, |a| matches!(a, Action::SendAdvert(_) | Action::SendGarp));
+    let old_adverts = sim.events(0, |a| {
+        matches!(a, Action::SendAdvert { payload: _, .. } | Action::SendGarp)
+    });
     assert!(
         old_adverts.iter().all(|t| *t < asked),
         "no advert or ARP from the leaving master after the handover began: {old_adverts:?}"

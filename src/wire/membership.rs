@@ -2,9 +2,13 @@
 //!
 //! ```text
 //!  0      4     5      6      7      8          10             10+len        +32
-//!  | magic | ver | lb_id | type | flags | body len | postcard body | [HMAC-SHA256] |
-//!  "PXHA"   1                    bit0     u16 BE                     over header+body
+//!  | magic | ver | lb_id | type | flags | body len | postcard body | [fresh] | [HMAC-SHA256] |
+//!  "PXHA"   1                    bit0,1   u16 BE                     16 bytes  over all before it
 //! ```
+//!
+//! `fresh` (flag bit 1, always sent with a MAC) is the sender's boot id and a sequence
+//! number, both u64 big-endian: a receiver accepts a sender's messages only in increasing
+//! (boot, seq) order, so a captured message replayed later is discarded.
 //!
 //! The fixed header is read without serde, so a receiver can tell a foreign or newer
 //! sender (magic, version), another Proxy HA group on the same subnet (`lb_id`, counted
@@ -40,6 +44,11 @@ pub const MAC_LEN: usize = 32;
 /// Flag bit 0: a [`MAC_LEN`]-byte HMAC trailer follows the body. Other bits are reserved:
 /// sent as zero, ignored on receive (a later version may use them without a bump).
 pub const FLAG_MAC: u8 = 0x01;
+/// Flag bit 1: a [`FRESH_LEN`]-byte [`Freshness`] block follows the body, covered by the
+/// MAC. Sent with every MAC; a MAC without it is refused ([`Error::NoFreshness`]).
+pub const FLAG_FRESH: u8 = 0x02;
+/// Freshness block length: boot id and sequence number, u64 big-endian each.
+pub const FRESH_LEN: usize = 16;
 /// Message type byte of an [`Announcement`].
 pub const TYPE_ANNOUNCEMENT: u8 = 1;
 /// Message type byte of a [`Report`].
@@ -57,8 +66,8 @@ pub const TYPE_REPLICA: u8 = 5;
 /// message stays one unfragmented datagram on a 1500-byte link.
 pub const MAX_PINS: usize = 80;
 /// Largest body: what fits one IPv4 datagram (65535) after a 20-byte IP header, our
-/// header and a MAC. Larger assignment sets are paged over successive announcements.
-pub const MAX_BODY: usize = 65535 - 20 - HEADER_LEN - MAC_LEN;
+/// header, a freshness block and a MAC. Larger assignment sets are paged over successive announcements.
+pub const MAX_BODY: usize = 65535 - 20 - HEADER_LEN - FRESH_LEN - MAC_LEN;
 /// Members in one announcement. A group is 2–8 nodes (BRIEF §1); the cap is headroom.
 pub const MAX_MEMBERS: usize = 64;
 /// Sticky assignments in one announcement page (at most 16 bytes each on the wire: two
@@ -107,6 +116,17 @@ pub enum Error {
     UnexpectedMac,
     /// Encoding only: the body exceeds [`MAX_BODY`]; page the assignments.
     TooLarge(usize),
+    /// A valid MAC but no freshness block: a node that cannot be protected from replay
+    /// (an older proxyha).
+    NoFreshness,
+}
+
+/// Where a message stands in its sender's stream: the sender's boot id (grows with every
+/// start of the daemon) and a per-boot sequence number. Ordered as (boot, seq).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Freshness {
+    pub boot: u64,
+    pub seq: u64,
 }
 
 impl fmt::Display for Error {
@@ -137,6 +157,10 @@ impl fmt::Display for Error {
             Error::UnexpectedMac => write!(
                 f,
                 "membership message carries an HMAC but no key is configured (set the same key on every node)"
+            ),
+            Error::NoFreshness => write!(
+                f,
+                "membership message signed without a replay counter (an older proxyha: update it)"
             ),
             Error::TooLarge(n) => write!(
                 f,
@@ -171,7 +195,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Length the header announces, header and MAC included.
     pub fn expected_len(&self) -> usize {
         let mac = if self.has_mac() { MAC_LEN } else { 0 };
-        HEADER_LEN + usize::from(self.body_len()) + mac
+        self.fresh_end() + mac
+    }
+
+    /// End of the body and, when flagged, of the freshness block.
+    fn fresh_end(&self) -> usize {
+        let fresh = if self.has_fresh() { FRESH_LEN } else { 0 };
+        HEADER_LEN + usize::from(self.body_len()) + fresh
     }
 
     /// Header present and total length consistent with it.
@@ -212,14 +242,32 @@ impl<T: AsRef<[u8]>> Packet<T> {
         self.flags() & FLAG_MAC != 0
     }
 
+    pub fn has_fresh(&self) -> bool {
+        self.flags() & FLAG_FRESH != 0
+    }
+
+    /// The freshness block; `None` when the flag is clear.
+    pub fn freshness(&self) -> Option<Freshness> {
+        if !self.has_fresh() {
+            return None;
+        }
+        let start = HEADER_LEN + usize::from(self.body_len());
+        let b = &self.buffer.as_ref()[start..start + FRESH_LEN];
+        let word = |b: &[u8]| u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        Some(Freshness {
+            boot: word(&b[..8]),
+            seq: word(&b[8..]),
+        })
+    }
+
     pub fn body_len(&self) -> u16 {
         let b = &self.buffer.as_ref()[field::BODY_LEN];
         u16::from_be_bytes([b[0], b[1]])
     }
 
-    /// Header and body: what the MAC covers.
+    /// Header, body and freshness: what the MAC covers.
     pub fn authenticated(&self) -> &[u8] {
-        &self.buffer.as_ref()[..HEADER_LEN + usize::from(self.body_len())]
+        &self.buffer.as_ref()[..self.fresh_end()]
     }
 
     pub fn body(&self) -> &[u8] {
@@ -228,7 +276,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// The MAC trailer; empty when the flag is clear.
     pub fn mac(&self) -> &[u8] {
-        let start = HEADER_LEN + usize::from(self.body_len());
+        let start = self.fresh_end();
         let end = if self.has_mac() {
             start + MAC_LEN
         } else {
@@ -434,9 +482,20 @@ fn hmac(key: &[u8]) -> HmacSha256 {
     }
 }
 
-/// Encodes `msg` for group `lb_id`, with an HMAC-SHA256 trailer when `key` is given.
-/// Fails only when the body would not fit one datagram ([`Error::TooLarge`]).
+/// Encodes `msg` for group `lb_id`, with freshness zero and an HMAC-SHA256 trailer when
+/// `key` is given (tests, tools); a node sends with [`encode_fresh`].
 pub fn encode(msg: &Message, lb_id: u8, key: Option<&[u8]>) -> Result<Vec<u8>, Error> {
+    encode_fresh(msg, lb_id, key, Freshness::default())
+}
+
+/// Encodes `msg` for group `lb_id`; with a `key`, `fresh` and an HMAC-SHA256 trailer.
+/// Fails only when the body would not fit one datagram ([`Error::TooLarge`]).
+pub fn encode_fresh(
+    msg: &Message,
+    lb_id: u8,
+    key: Option<&[u8]>,
+    fresh: Freshness,
+) -> Result<Vec<u8>, Error> {
     let body = match msg {
         Message::Announcement(a) => postcard::to_stdvec(a),
         Message::Report(r) => postcard::to_stdvec(r),
@@ -449,29 +508,45 @@ pub fn encode(msg: &Message, lb_id: u8, key: Option<&[u8]>) -> Result<Vec<u8>, E
     if body.len() > MAX_BODY {
         return Err(Error::TooLarge(body.len()));
     }
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len() + MAC_LEN);
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len() + FRESH_LEN + MAC_LEN);
     out.extend_from_slice(&MAGIC);
     out.push(VERSION);
     out.push(lb_id);
     out.push(msg.type_byte());
-    out.push(if key.is_some() { FLAG_MAC } else { 0 });
+    out.push(if key.is_some() {
+        FLAG_MAC | FLAG_FRESH
+    } else {
+        0
+    });
     out.extend_from_slice(&(body.len() as u16).to_be_bytes());
     out.extend_from_slice(&body);
     if let Some(key) = key {
+        out.extend_from_slice(&fresh.boot.to_be_bytes());
+        out.extend_from_slice(&fresh.seq.to_be_bytes());
         let tag = hmac(key).chain_update(&out).finalize().into_bytes();
         out.extend_from_slice(&tag);
     }
     Ok(out)
 }
 
-/// Decodes an IP payload. Checks run cheapest and least trusting first: header, group,
-/// length, MAC (constant time), and only then the body, so unauthenticated bytes never
-/// reach the deserializer when a key is configured.
+/// [`decode_fresh`] without the freshness.
 pub fn decode(
     bytes: &[u8],
     expected_lb_id: u8,
     key: Option<&[u8]>,
 ) -> Result<(u8, Message), Error> {
+    decode_fresh(bytes, expected_lb_id, key).map(|(lb_id, msg, _)| (lb_id, msg))
+}
+
+/// Decodes an IP payload. Checks run cheapest and least trusting first: header, group,
+/// length, MAC (constant time), and only then the body, so unauthenticated bytes never
+/// reach the deserializer when a key is configured. With a key, the verified freshness
+/// comes back for the caller's replay check.
+pub fn decode_fresh(
+    bytes: &[u8],
+    expected_lb_id: u8,
+    key: Option<&[u8]>,
+) -> Result<(u8, Message, Option<Freshness>), Error> {
     if bytes.len() < HEADER_LEN {
         return Err(Error::Truncated);
     }
@@ -502,6 +577,10 @@ pub fn decode(
         (None, true) => return Err(Error::UnexpectedMac),
         (None, false) => {}
     }
+    let fresh = match key {
+        Some(_) => Some(packet.freshness().ok_or(Error::NoFreshness)?),
+        None => None,
+    };
     if packet.body().len() > MAX_BODY {
         return Err(Error::BadBody(format!(
             "{} bytes, more than {MAX_BODY}",
@@ -532,7 +611,7 @@ pub fn decode(
             Message::Report(r)
         }
     };
-    Ok((packet.lb_id(), msg))
+    Ok((packet.lb_id(), msg, fresh))
 }
 
 fn body<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Error> {
@@ -686,14 +765,15 @@ mod test {
     /// against Python's `hmac.new(key, header_and_body, sha256)`).
     /// Ports and counts are postcard varints (9090 = `82 47`).
     const REPORT_MAC_HEX: &str = "\
-        50584841 01 33 02 01 0086\
+        50584841 01 33 02 03 0086\
         026e32 0a4d000c 0000000000000040 0000803e 02\
         01 8247 8201\
         02 8247 01 00 c910 00 05626f756e64\
         1111111111111111111111111111111111111111111111111111111111111111\
         37 7669702031302e37372e302e3130302076726964203531206c625f696420353120706f7274732039303930206d6f646520646972656374\
         05302e312e30 00\
-        19b907b9c69139e8183c68839f73bcc4756e8252b993b26e49d241acbafa7a64";
+        0000000000000000 0000000000000000\
+        c723e755c149e21911981bddc21aea59ef50362ff86a68abc7321daebd93ba76";
 
     fn hex(s: &str) -> Vec<u8> {
         let digits: Vec<u8> = s.bytes().filter(|b| b.is_ascii_hexdigit()).collect();
@@ -750,19 +830,48 @@ mod test {
         assert_eq!(p.lb_id(), LB);
         assert_eq!(p.msg_type(), TYPE_REPORT);
         assert!(p.has_mac());
+        assert!(p.has_fresh());
         assert_eq!(
             usize::from(p.body_len()),
-            bytes.len() - HEADER_LEN - MAC_LEN
+            bytes.len() - HEADER_LEN - FRESH_LEN - MAC_LEN
         );
         assert_eq!(p.mac().len(), MAC_LEN);
+        assert_eq!(p.freshness(), Some(Freshness::default()));
+    }
+
+    #[test]
+    fn freshness_is_covered_by_the_mac_and_required_with_it() {
+        let fresh = Freshness {
+            boot: 0x0102_0304_0506_0708,
+            seq: 42,
+        };
+        let bytes = encode_fresh(&report(), LB, Some(KEY), fresh).unwrap();
+        assert_eq!(
+            decode_fresh(&bytes, LB, Some(KEY)),
+            Ok((LB, report(), Some(fresh)))
+        );
+        // A replayer cannot move a captured message forward in the stream.
+        let seq_at = bytes.len() - MAC_LEN - 1;
+        let mut later = bytes.clone();
+        later[seq_at] = 43;
+        assert_eq!(decode_fresh(&later, LB, Some(KEY)), Err(Error::BadMac));
+        // Signed without the block (an older proxyha): refused, with its own error.
+        let mut old = bytes[..bytes.len() - FRESH_LEN - MAC_LEN].to_vec();
+        old[field::FLAGS] = FLAG_MAC;
+        let tag = hmac(KEY).chain_update(&old).finalize().into_bytes();
+        old.extend_from_slice(&tag);
+        assert_eq!(decode_fresh(&old, LB, Some(KEY)), Err(Error::NoFreshness));
+        // Without a key nothing is sent or required.
+        let plain = encode_fresh(&report(), LB, None, fresh).unwrap();
+        assert_eq!(decode_fresh(&plain, LB, None), Ok((LB, report(), None)));
     }
 
     #[test]
     fn hmac_on_off_and_wrong_key() {
         let plain = encode(&report(), LB, None).unwrap();
         let signed = encode(&report(), LB, Some(KEY)).unwrap();
-        assert_eq!(signed.len(), plain.len() + MAC_LEN);
-        assert_eq!(signed[field::FLAGS], FLAG_MAC);
+        assert_eq!(signed.len(), plain.len() + FRESH_LEN + MAC_LEN);
+        assert_eq!(signed[field::FLAGS], FLAG_MAC | FLAG_FRESH);
         assert_eq!(plain[field::FLAGS], 0);
         assert!(decode(&plain, LB, None).is_ok());
         assert!(decode(&signed, LB, Some(KEY)).is_ok());
@@ -776,7 +885,7 @@ mod test {
             assert_eq!(decode(&t, LB, Some(KEY)), Err(Error::BadMac), "byte {at}");
         }
         // Stripping the MAC and clearing the flag is caught too: the receiver wants one.
-        let mut stripped = signed[..signed.len() - MAC_LEN].to_vec();
+        let mut stripped = signed[..signed.len() - FRESH_LEN - MAC_LEN].to_vec();
         stripped[field::FLAGS] = 0;
         assert_eq!(decode(&stripped, LB, Some(KEY)), Err(Error::MissingMac));
     }

@@ -18,7 +18,7 @@ use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use super::{Cluster, FAIL_PERIODS, Transmit};
-use crate::wire::membership::{self, Handover, HandoverKind, Message};
+use crate::wire::membership::{Handover, HandoverKind, Message};
 
 /// Where a handover stands on this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -47,8 +47,7 @@ impl Cluster {
             epoch,
             kind,
         });
-        if let Ok(payload) = membership::encode(&msg, self.cfg.lb_id, self.cfg.auth_key.as_deref())
-        {
+        if let Ok(payload) = self.seal(&msg) {
             self.count("tx_handover");
             self.transmits.push_back(Transmit { dst, payload });
         }
@@ -155,11 +154,7 @@ impl Cluster {
             p.listening = false;
             p.reason = "node stopping".into();
         }
-        if let Ok(payload) = membership::encode(
-            &Message::Report(r),
-            self.cfg.lb_id,
-            self.cfg.auth_key.as_deref(),
-        ) {
+        if let Ok(payload) = self.seal(&Message::Report(r)) {
             self.count("tx_reports");
             self.transmits.push_back(Transmit {
                 dst: director,
@@ -211,7 +206,7 @@ mod tests {
         for (src, t) in sent {
             for n in nodes.iter_mut() {
                 if n.cfg.self_addr != src
-                    && (t.dst == membership::BROADCAST || t.dst == n.cfg.self_addr)
+                    && (t.dst == crate::wire::membership::BROADCAST || t.dst == n.cfg.self_addr)
                 {
                     n.handle_datagram(now, src, &t.payload);
                 }
@@ -280,8 +275,12 @@ mod tests {
         let mut n = group(t0);
         let t = t0 + 3 * SEC;
         let forge = |from: Ipv4Addr, epoch: u64, kind: HandoverKind| {
-            membership::encode(&Message::Handover(Handover { from, epoch, kind }), 51, None)
-                .unwrap()
+            crate::wire::membership::encode(
+                &Message::Handover(Handover { from, epoch, kind }),
+                51,
+                None,
+            )
+            .unwrap()
         };
         // c claims to be the director; a replays an old epoch; d says Done to a.
         n[1].handle_datagram(t, C, &forge(C, 1, HandoverKind::Request));

@@ -206,8 +206,7 @@ impl Cluster {
             return;
         }
         let msg = Message::Report(self.report());
-        if let Ok(payload) = membership::encode(&msg, self.cfg.lb_id, self.cfg.auth_key.as_deref())
-        {
+        if let Ok(payload) = self.seal(&msg) {
             self.count("tx_reports");
             self.transmits.push_back(Transmit {
                 dst: director,
@@ -273,17 +272,23 @@ impl Cluster {
             pages: 1,
             assignments: Vec::new(),
         };
-        match membership::encode(
-            &Message::Announcement(a),
-            self.cfg.lb_id,
-            self.cfg.auth_key.as_deref(),
-        ) {
+        match self.seal(&Message::Announcement(a)) {
             Ok(payload) => {
                 self.count("tx_announcements");
-                self.transmits.push_back(Transmit {
-                    dst: membership::BROADCAST,
-                    payload,
-                });
+                if self.cfg.announce_to.is_empty() {
+                    self.transmits.push_back(Transmit {
+                        dst: membership::BROADCAST,
+                        payload,
+                    });
+                } else {
+                    let me = self.cfg.self_addr;
+                    for dst in self.cfg.announce_to.iter().filter(|a| **a != me) {
+                        self.transmits.push_back(Transmit {
+                            dst: *dst,
+                            payload: payload.clone(),
+                        });
+                    }
+                }
             }
             Err(e) => log::warn!("announcement not sent: {e}"),
         }

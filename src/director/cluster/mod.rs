@@ -27,7 +27,7 @@ mod pins;
 mod status;
 mod tables;
 pub use handover::{Signal as HandoverSignal, State as HandoverState};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -38,12 +38,17 @@ use crate::dataplane::{Desired, DirectorState, PortPool, Role, StickyEntry};
 use crate::director::replication::{Held, Outbox};
 use crate::status::{ClientPort, ClientStatus, LoadStatus, Mismatch, NodeStatus, PortStatus};
 use crate::wire::membership::{
-    self, Announcement, Error as WireError, Member, MemberState, Message, PortConns, PortHealth,
-    Report,
+    self, Announcement, Error as WireError, Freshness, Member, MemberState, Message, PortConns,
+    PortHealth, Report,
 };
 
 /// Silent report periods after which a member has failed (BRIEF §1, issue 3).
 pub const FAIL_PERIODS: u32 = 3;
+/// Senders remembered for replay checks and the discard log limiter (a group is 2–8 nodes).
+const FRESH_TABLE_CAP: usize = 64;
+/// A membership discard is logged once per (sender, reason) in this much time.
+const DISCARD_LOG_WINDOW: Duration = Duration::from_secs(600);
+
 /// How long a failed member stays in status (as "not reporting") after it was dropped.
 pub const FAILED_SHOWN: Duration = Duration::from_secs(300);
 
@@ -78,6 +83,14 @@ pub struct ClusterConfig {
     pub config_digest: [u8; 32],
     /// What a failed listener takes out of the pool: its port (default) or the whole node.
     pub drain: Drain,
+    /// Where announcements go: the unicast VRRP peers (where broadcast is dropped as
+    /// multicast is), or, empty, the limited broadcast address.
+    pub announce_to: Vec<Ipv4Addr>,
+    /// The only senders whose messages count (`discard_source` for any other); empty: any.
+    pub allowed_sources: Vec<Ipv4Addr>,
+    /// This run's boot id, larger than any earlier run's on this node (the shell persists
+    /// it): with `auth_key`, receivers accept our messages only in (boot, seq) order.
+    pub boot_id: u64,
 }
 
 impl ClusterConfig {
@@ -105,6 +118,9 @@ impl ClusterConfig {
             group_config: String::new(),
             config_digest: [0; 32],
             drain: Drain::Port,
+            announce_to: Vec::new(),
+            allowed_sources: Vec::new(),
+            boot_id: 0,
         }
     }
 }
@@ -260,6 +276,11 @@ pub struct Cluster {
     candidates: BTreeMap<Ipv4Addr, (u8, Instant)>,
     handover: handover::State,
     handover_signals: VecDeque<handover::Signal>,
+    /// With `auth_key`: our next sequence number, and each sender's newest accepted one.
+    seq: u64,
+    fresh_seen: HashMap<Ipv4Addr, Freshness>,
+    /// When each (sender, reason) discard was last logged.
+    discard_log: HashMap<(Ipv4Addr, &'static str), Instant>,
 }
 
 impl Cluster {
@@ -295,6 +316,8 @@ impl Cluster {
                 "discard_other_lb_id",
                 "discard_bad_message",
                 "discard_auth",
+                "discard_replay",
+                "discard_source",
                 "discard_not_director",
                 "config_mismatch",
                 "tx_handover",
@@ -324,6 +347,9 @@ impl Cluster {
             candidates: BTreeMap::new(),
             handover: handover::State::Idle,
             handover_signals: VecDeque::new(),
+            seq: 0,
+            fresh_seen: HashMap::new(),
+            discard_log: HashMap::new(),
         }
     }
 
@@ -440,7 +466,10 @@ impl Cluster {
             return false;
         }
         let ports_changed = cfg.redirects != self.cfg.redirects;
+        // Our sequence numbers go on: the boot id stays this run's.
+        let boot_id = self.cfg.boot_id;
         self.cfg = cfg;
+        self.cfg.boot_id = boot_id;
         if ports_changed {
             // Last period's listener map is for the old ports; the shell samples again.
             let to: BTreeSet<u16> = self.cfg.redirects.iter().map(|r| r.to).collect();
@@ -497,18 +526,100 @@ impl Cluster {
 
     /// A protocol-253 payload (IP header removed) from `src`.
     pub fn handle_datagram(&mut self, now: Instant, src: Ipv4Addr, payload: &[u8]) {
-        match membership::decode(payload, self.cfg.lb_id, self.cfg.auth_key.as_deref()) {
-            Ok((_, Message::Report(r))) => self.handle_report(now, src, r),
-            Ok((_, Message::Announcement(a))) => self.handle_announcement(now, src, a),
-            Ok((_, Message::Handover(h))) => self.handle_handover(now, src, h),
-            Ok((_, Message::Pins(p))) => self.handle_pins(now, src, p),
-            Ok((_, Message::Replica(r))) => self.handle_replica(src, r),
-            Err(WireError::OtherGroup(_)) => self.count("discard_other_lb_id"),
-            Err(WireError::BadMac | WireError::MissingMac | WireError::UnexpectedMac) => {
-                self.count("discard_auth")
-            }
-            Err(_) => self.count("discard_bad_message"),
+        if !self.cfg.allowed_sources.is_empty()
+            && src != self.cfg.self_addr
+            && !self.cfg.allowed_sources.contains(&src)
+        {
+            let why = "not in ha.unicast_peers / ha.vrrp_sources";
+            return self.discard(now, src, "discard_source", &why);
         }
+        let msg =
+            match membership::decode_fresh(payload, self.cfg.lb_id, self.cfg.auth_key.as_deref()) {
+                Ok((_, msg, fresh)) => {
+                    if let Some(fresh) = fresh
+                        && !self.fresh_enough(src, fresh)
+                    {
+                        let last = self.fresh_seen.get(&src).copied().unwrap_or_default();
+                        let why = format_args!(
+                            "replayed or stale (boot {} seq {}, newest accepted boot {} seq {})",
+                            fresh.boot, fresh.seq, last.boot, last.seq
+                        );
+                        return self.discard(now, src, "discard_replay", &why);
+                    }
+                    msg
+                }
+                Err(WireError::OtherGroup(_)) => return self.count("discard_other_lb_id"),
+                Err(
+                    e @ (WireError::BadMac
+                    | WireError::MissingMac
+                    | WireError::UnexpectedMac
+                    | WireError::NoFreshness),
+                ) => return self.discard(now, src, "discard_auth", &e),
+                Err(e) => return self.discard(now, src, "discard_bad_message", &e),
+            };
+        match msg {
+            Message::Report(r) => self.handle_report(now, src, r),
+            Message::Announcement(a) => self.handle_announcement(now, src, a),
+            Message::Handover(h) => self.handle_handover(now, src, h),
+            Message::Pins(p) => self.handle_pins(now, src, p),
+            Message::Replica(r) => self.handle_replica(src, r),
+        }
+    }
+
+    /// Accepts `fresh` from `src` when it is newer than everything accepted from `src`
+    /// (a later boot, or a later sequence number of the same boot) and remembers it.
+    /// After our own restart the first message of each sender is taken as its newest.
+    fn fresh_enough(&mut self, src: Ipv4Addr, fresh: Freshness) -> bool {
+        if let Some(last) = self.fresh_seen.get(&src) {
+            if fresh <= *last {
+                return false;
+            }
+        } else if self.fresh_seen.len() >= FRESH_TABLE_CAP {
+            // Only key holders get here; a group has at most a few dozen nodes.
+            self.fresh_seen.clear();
+        }
+        self.fresh_seen.insert(src, fresh);
+        true
+    }
+
+    /// `msg` encoded for the group: with `auth_key`, our boot id, the next sequence number
+    /// and the MAC.
+    fn seal(&mut self, msg: &Message) -> Result<Vec<u8>, WireError> {
+        self.seq += 1;
+        let fresh = Freshness {
+            boot: self.cfg.boot_id,
+            seq: self.seq,
+        };
+        membership::encode_fresh(msg, self.cfg.lb_id, self.cfg.auth_key.as_deref(), fresh)
+    }
+
+    /// Counts a discarded message and logs it once per (sender, reason) per
+    /// [`DISCARD_LOG_WINDOW`]: a forger or a replayer shows once, not once a second.
+    fn discard(
+        &mut self,
+        now: Instant,
+        src: Ipv4Addr,
+        reason: &'static str,
+        why: &dyn std::fmt::Display,
+    ) {
+        self.count(reason);
+        let key = (src, reason);
+        if let Some(at) = self.discard_log.get(&key)
+            && now.saturating_duration_since(*at) < DISCARD_LOG_WINDOW
+        {
+            return;
+        }
+        if self.discard_log.len() >= FRESH_TABLE_CAP {
+            self.discard_log
+                .retain(|_, at| now.saturating_duration_since(*at) < DISCARD_LOG_WINDOW);
+        }
+        if self.discard_log.len() < FRESH_TABLE_CAP {
+            self.discard_log.insert(key, now);
+        }
+        log::warn!(
+            "membership: discarding a message from {src}: {why} (membership_{reason}; logged once per sender per {} min)",
+            DISCARD_LOG_WINDOW.as_secs() / 60
+        );
     }
 
     /// Runs the periodic work when due: report, announce, fail silent members, rebuild.
@@ -598,5 +709,7 @@ impl Cluster {
     }
 }
 
+#[cfg(test)]
+mod auth_tests;
 #[cfg(test)]
 mod tests;

@@ -234,11 +234,7 @@ impl Cluster {
         }
         self.held.expire(now);
         let r = self.held.replica(self.cfg.self_addr);
-        if let Ok(payload) = membership::encode(
-            &Message::Replica(r),
-            self.cfg.lb_id,
-            self.cfg.auth_key.as_deref(),
-        ) {
+        if let Ok(payload) = self.seal(&Message::Replica(r)) {
             self.transmits.push_back(Transmit {
                 dst: director,
                 payload,
@@ -260,9 +256,8 @@ impl Cluster {
             .map(|(a, (_, seen))| (*a, *seen))
             .collect();
         self.outbox.set_standbys(now, candidates);
-        let lb_id = self.cfg.lb_id;
         for (dst, p) in self.outbox.poll(now, me, self.epoch) {
-            match membership::encode(&Message::Pins(p), lb_id, self.cfg.auth_key.as_deref()) {
+            match self.seal(&Message::Pins(p)) {
                 Ok(payload) => {
                     self.count("tx_pins");
                     *self.counters.entry("tx_pins_bytes").or_insert(0) += payload.len() as u64;
