@@ -462,6 +462,14 @@ fn config_get(key: &str, path: &Path) -> ExitCode {
     }
 }
 
+/// A fresh group key: 24 bytes from the kernel's CSPRNG, as 48 hex digits.
+fn random_key() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// The console shell around `setup::Dialogue`: prompts on stdout, errors on stdout too (the
 /// operator reads one stream), lines from stdin. End of input before the last answer writes
 /// nothing (exit 1).
@@ -479,7 +487,26 @@ fn proxyha_setup(path: &Path) -> ExitCode {
             None
         }
     };
-    let mut dialogue = proxyha::setup::Dialogue::new(base);
+    let key_path = base
+        .as_ref()
+        .and_then(|c| c.ha.auth_key_file.clone())
+        .unwrap_or_else(|| {
+            path.parent()
+                .unwrap_or(Path::new("/etc/proxyha"))
+                .join("auth.key")
+        });
+    let generated = match random_key() {
+        Ok(k) => k,
+        Err(e) => {
+            println!("setup: reading /dev/urandom for a group key: {e}; nothing written");
+            return ExitCode::FAILURE;
+        }
+    };
+    let keys = proxyha::setup::KeySetup {
+        path: key_path.clone(),
+        generated,
+    };
+    let mut dialogue = proxyha::setup::Dialogue::new(base, keys);
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
     let mut out = std::io::stdout();
@@ -503,6 +530,27 @@ fn proxyha_setup(path: &Path) -> ExitCode {
         }
         None => return ExitCode::FAILURE,
     };
+    if let Some(key) = dialogue.key() {
+        // The key first: a config that names a missing key file would not start.
+        if let Err(e) =
+            proxyha::daemon::write_atomic_mode(&key_path, format!("{key}\n").as_bytes(), 0o600)
+        {
+            println!(
+                "setup: writing the group key {}: {}; nothing changed",
+                key_path.display(),
+                config::io_reason(&e)
+            );
+            return ExitCode::FAILURE;
+        }
+        println!(
+            "wrote the group key to {} (mode 0600); give it to the other nodes' setup: {key}",
+            key_path.display()
+        );
+    } else {
+        println!(
+            "no group key: membership is unauthenticated, any host on the segment can join the pool"
+        );
+    }
     if let Err(e) = proxyha::daemon::write_atomic(path, text.as_bytes()) {
         println!(
             "setup: writing {}: {}; nothing changed",

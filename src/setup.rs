@@ -19,14 +19,18 @@ enum Question {
     Vip,
     Priority,
     Redirects,
+    Peers,
+    Key,
 }
 
-const QUESTIONS: [Question; 5] = [
+const QUESTIONS: [Question; 7] = [
     Question::Address,
     Question::Gateway,
     Question::Vip,
     Question::Priority,
     Question::Redirects,
+    Question::Peers,
+    Question::Key,
 ];
 
 impl Question {
@@ -37,6 +41,8 @@ impl Question {
             Question::Vip => "ha.virtual_ip",
             Question::Priority => "ha.priority",
             Question::Redirects => "ha.port_redirects",
+            Question::Peers => "ha.unicast_peers",
+            Question::Key => "ha.auth_key_file",
         }
     }
 
@@ -51,6 +57,14 @@ impl Question {
             Question::Redirects => {
                 "Port redirects (e.g. 9090, 2121 or 80:9090; none for VRRP only)"
             }
+            Question::Peers => {
+                "The other nodes' addresses, for unicast VRRP where multicast is dropped and so \
+                 that only they may speak (A.B.C.D, ...; none: multicast, any host may)"
+            }
+            Question::Key => {
+                "Group key (Enter on the first node; on the others paste the first node's key, \
+                 shown by `cat` of the key file; none: unauthenticated)"
+            }
         }
     }
 }
@@ -63,6 +77,19 @@ struct Answers {
     vip: Option<String>,
     priority: Option<String>,
     redirects: Option<Vec<PortRedirect>>,
+    /// The other nodes (this node is added when written).
+    peers: Vec<std::net::Ipv4Addr>,
+    /// The group key; `None`: unauthenticated.
+    key: Option<String>,
+}
+
+/// Where `setup` keeps the group key and the one it offers on a first node.
+#[derive(Debug, Clone)]
+pub struct KeySetup {
+    /// The key file `ha.auth_key_file` names (the shell writes it 0600).
+    pub path: std::path::PathBuf,
+    /// A fresh random key (the shell draws it), used when none is kept or pasted.
+    pub generated: String,
 }
 
 /// The dialogue. Call [`Dialogue::prompt`], feed the typed line to [`Dialogue::answer`];
@@ -72,12 +99,13 @@ pub struct Dialogue {
     base: Option<Config>,
     answers: Answers,
     step: usize,
+    keys: KeySetup,
 }
 
 impl Dialogue {
     /// Starts from the current configuration (its values become the defaults), or from
     /// nothing on a fresh appliance.
-    pub fn new(base: Option<Config>) -> Dialogue {
+    pub fn new(base: Option<Config>, keys: KeySetup) -> Dialogue {
         let answers = match &base {
             Some(c) => Answers {
                 address: c
@@ -92,12 +120,25 @@ impl Dialogue {
                 vip: Some(c.ha.virtual_ip.to_string()),
                 priority: Some(c.ha.priority.to_string()),
                 redirects: Some(c.ha.port_redirects.clone()),
+                peers: c
+                    .ha
+                    .unicast_peers
+                    .iter()
+                    .copied()
+                    .filter(|p| Some(*p) != c.node.management_ip)
+                    .collect(),
+                key: c
+                    .ha
+                    .auth_key
+                    .clone()
+                    .or_else(|| Some(keys.generated.clone())),
             },
             None => Answers {
                 redirects: Some(vec![PortRedirect {
                     port: 9090,
                     to: 9090,
                 }]),
+                key: Some(keys.generated.clone()),
                 ..Answers::default()
             },
         };
@@ -105,7 +146,14 @@ impl Dialogue {
             base,
             answers,
             step: 0,
+            keys,
         }
+    }
+
+    /// The group key to write to [`KeySetup::path`] (mode 0600) before the config, once
+    /// finished; `None`: unauthenticated.
+    pub fn key(&self) -> Option<&str> {
+        self.answers.key.as_deref()
     }
 
     fn question(&self) -> Option<Question> {
@@ -130,7 +178,25 @@ impl Dialogue {
             Question::Vip => a.vip.clone(),
             Question::Priority => a.priority.clone(),
             Question::Redirects => a.redirects.as_ref().map(|r| show_redirects(r)),
+            Question::Peers if a.peers.is_empty() => Some("none".into()),
+            Question::Peers => Some(
+                a.peers
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            Question::Key => Some(match (&a.key, self.base_key()) {
+                (None, _) => "none".into(),
+                (Some(k), Some(b)) if k == b => "keep the current key".into(),
+                (Some(k), _) if *k == self.keys.generated => "generate a new key".into(),
+                (Some(_), _) => "keep the pasted key".into(),
+            }),
         }
+    }
+
+    fn base_key(&self) -> Option<&str> {
+        self.base.as_ref().and_then(|c| c.ha.auth_key.as_deref())
     }
 
     /// Takes one typed line. `Err` carries the specific problem; the same question is then
@@ -170,11 +236,23 @@ impl Dialogue {
                     next.priority = Some(line.to_string());
                 }
                 Question::Redirects => next.redirects = Some(parse_redirects(line)?),
+                Question::Peers => next.peers = parse_peers(line)?,
+                Question::Key if line.eq_ignore_ascii_case("none") => next.key = None,
+                Question::Key => {
+                    if !(16..=255).contains(&line.len()) || line.contains(char::is_whitespace) {
+                        return Err(format!(
+                            "ha.auth_key_file: the key is {} bytes; paste the whole key of the \
+                             first node (16 to 255 characters, no spaces)",
+                            line.len()
+                        ));
+                    }
+                    next.key = Some(line.to_string());
+                }
             }
         }
         // Judge the candidate by the config's own rules; only the key asked matters here
         // (later questions still hold placeholders).
-        let text = render(self.base.as_ref(), &next);
+        let text = render(self.base.as_ref(), &next, &self.keys);
         if let Err(err) = Config::parse(&text, "proxyha.toml") {
             let key = q.key();
             if let Some(d) = err.diagnostics().iter().find(|d| {
@@ -195,12 +273,26 @@ impl Dialogue {
         if self.question().is_some() {
             return None;
         }
-        let text = render(self.base.as_ref(), &self.answers);
+        let text = render(self.base.as_ref(), &self.answers, &self.keys);
         Some(match Config::parse(&text, "proxyha.toml") {
             Ok(_) => Ok(text),
             Err(e) => Err(e.to_string()),
         })
     }
+}
+
+fn parse_peers(line: &str) -> Result<Vec<std::net::Ipv4Addr>, String> {
+    if line.eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    line.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            w.parse().map_err(|_| {
+                format!("ha.unicast_peers: {w:?} is not an IPv4 address (A.B.C.D, comma-separated)")
+            })
+        })
+        .collect()
 }
 
 fn show_redirects(r: &[PortRedirect]) -> String {
@@ -257,7 +349,7 @@ fn parse_redirects(line: &str) -> Result<Vec<PortRedirect>, String> {
 }
 
 /// The whole file: `base`'s values (defaults where there is none) with the answers in.
-fn render(base: Option<&Config>, a: &Answers) -> String {
+fn render(base: Option<&Config>, a: &Answers, keys: &KeySetup) -> String {
     let mut t = String::from(
         "# ProxyHA configuration, written by `proxyha setup`. Check with: proxyha config check FILE\n",
     );
@@ -308,6 +400,18 @@ fn render(base: Option<&Config>, a: &Answers) -> String {
         })
         .collect();
     let _ = writeln!(t, "port_redirects = [{}]", items.join(", "));
+    if !a.peers.is_empty() {
+        // One list for every node: this node's own address included.
+        let mut all: Vec<String> = Vec::new();
+        if a.address.is_some() {
+            all.push(format!("\"{address_ip}\""));
+        }
+        all.extend(a.peers.iter().map(|p| format!("\"{p}\"")));
+        let _ = writeln!(t, "unicast_peers = [{}]", all.join(", "));
+    }
+    if a.key.is_some() {
+        let _ = writeln!(t, "auth_key_file = {:?}", keys.path.display().to_string());
+    }
     if let Some(h) = ha {
         let _ = writeln!(t, "virtual_router_id = {}", h.virtual_router_id);
         let _ = writeln!(t, "lb_id = {}", h.lb_id);
@@ -329,8 +433,10 @@ fn render(base: Option<&Config>, a: &Answers) -> String {
             Mode::Nat => "nat",
         };
         let _ = writeln!(t, "mode = \"{mode}\"");
-        if let Some(k) = &h.auth_key {
-            let _ = writeln!(t, "auth_key = {k:?}");
+        let _ = writeln!(t, "drain = \"{}\"", h.drain);
+        if !h.vrrp_sources.is_empty() {
+            let s: Vec<String> = h.vrrp_sources.iter().map(|a| format!("\"{a}\"")).collect();
+            let _ = writeln!(t, "vrrp_sources = [{}]", s.join(", "));
         }
     }
 
@@ -395,13 +501,15 @@ fn render(base: Option<&Config>, a: &Answers) -> String {
 }
 
 /// The answers a fresh appliance needs, for tests and documentation.
-pub fn example_answers() -> [&'static str; 5] {
+pub fn example_answers() -> [&'static str; 7] {
     [
         "10.10.74.70/24",
         "10.10.74.1",
         "10.10.74.74",
         "99",
         "9090, 2121",
+        "10.10.74.71, 10.10.74.72",
+        "",
     ]
 }
 
@@ -410,8 +518,17 @@ mod tests {
     use super::*;
     use std::net::Ipv4Addr;
 
+    const GENERATED: &str = "00112233445566778899aabbccddeeff0011223344556677";
+
+    fn keys() -> KeySetup {
+        KeySetup {
+            path: "/etc/proxyha/auth.key".into(),
+            generated: GENERATED.into(),
+        }
+    }
+
     fn run(base: Option<Config>, lines: &[&str]) -> (Vec<String>, Option<Result<String, String>>) {
-        let mut d = Dialogue::new(base);
+        let mut d = Dialogue::new(base, keys());
         let mut errors = Vec::new();
         for line in lines {
             if let Err(e) = d.answer(line) {
@@ -435,11 +552,25 @@ mod tests {
         assert_eq!(c.ha.virtual_ip, Ipv4Addr::new(10, 10, 74, 74));
         assert_eq!(c.ha.priority, 99);
         assert_eq!(c.ha.port_redirects.len(), 2);
+        assert_eq!(
+            c.ha.unicast_peers,
+            [70, 71, 72].map(|o| Ipv4Addr::new(10, 10, 74, o)).to_vec(),
+            "one list for every node, this one included"
+        );
+        assert_eq!(
+            c.ha.auth_key_file.as_deref(),
+            Some(std::path::Path::new("/etc/proxyha/auth.key"))
+        );
+        let mut d = Dialogue::new(None, keys());
+        for line in example_answers() {
+            d.answer(line).unwrap();
+        }
+        assert_eq!(d.key(), Some(GENERATED), "authenticated by default");
     }
 
     #[test]
     fn each_bad_answer_is_reasked_with_its_specific_error() {
-        let mut d = Dialogue::new(None);
+        let mut d = Dialogue::new(None, keys());
         assert_eq!(
             d.prompt().unwrap(),
             "This node's address and prefix (A.B.C.D/N): "
@@ -488,7 +619,26 @@ mod tests {
             "Port redirects (e.g. 9090, 2121 or 80:9090; none for VRRP only) [9090]: "
         );
         d.answer("80:9090").unwrap();
+        assert!(
+            d.answer("10.10.74.x")
+                .unwrap_err()
+                .contains("is not an IPv4 address")
+        );
+        assert!(
+            d.answer("10.10.74.74")
+                .unwrap_err()
+                .contains("is the virtual_ip")
+        );
+        d.answer("none").unwrap();
+        assert!(d.prompt().unwrap().ends_with("[generate a new key]: "));
+        assert!(
+            d.answer("pasted-but-cut")
+                .unwrap_err()
+                .contains("the key is 14 bytes; paste the whole key")
+        );
+        d.answer("none").unwrap();
         assert_eq!(d.prompt(), None);
+        assert_eq!(d.key(), None);
         let c = Config::parse(&d.finished().unwrap().unwrap(), "x").unwrap();
         assert_eq!(
             c.ha.port_redirects,
@@ -502,23 +652,33 @@ mod tests {
         let base = Config::parse(
             "[node]\nname = \"n2\"\nmanagement_ip = \"10.1.0.12\"\n[ha]\ninterface = \"bond0\"\n\
              virtual_ip = \"10.1.0.100\"\npriority = 89\nport_redirects = [9090]\nlb_id = 7\n\
-             auth_key = \"0123456789abcdef\"\n[network]\naddress = \"10.1.0.12/24\"\n\
+             auth_key = \"0123456789abcdef\"\ndrain = \"node\"\nvrrp_sources = [\"10.1.0.11\"]\n\
+             unicast_peers = [\"10.1.0.12\", \"10.1.0.13\"]\n[network]\naddress = \"10.1.0.12/24\"\n\
              gateway = \"10.1.0.1\"\ndns = [\"10.1.0.2\"]\n\
              bond = { name = \"bond0\", slaves = [\"eth0\", \"eth1\"] }\n\
              [log]\nremote = \"udp://10.1.0.5:514\"\n[appliance]\nbuiltin_proxy = false\n",
             "x",
         )
         .unwrap();
-        let d = Dialogue::new(Some(base.clone()));
+        let d = Dialogue::new(Some(base.clone()), keys());
         assert_eq!(
             d.prompt().unwrap(),
             "This node's address and prefix (A.B.C.D/N) [10.1.0.12/24]: "
         );
-        let (errors, done) = run(Some(base.clone()), &["", "", "", "", ""]);
+        let (errors, done) = run(Some(base.clone()), &["", "", "", "", "", "", ""]);
         assert!(errors.is_empty(), "{errors:?}");
         let again = Config::parse(&done.unwrap().unwrap(), "x").unwrap();
-        assert_eq!(again, base);
-        let (_, done) = run(Some(base.clone()), &["", "", "", "100", ""]);
+        // The inline key moves to the key file (written by the shell); all else stays.
+        let mut moved = base.clone();
+        moved.ha.auth_key = None;
+        moved.ha.auth_key_file = Some("/etc/proxyha/auth.key".into());
+        assert_eq!(again, moved);
+        let mut d = Dialogue::new(Some(base.clone()), keys());
+        for _ in 0..7 {
+            d.answer("").unwrap();
+        }
+        assert_eq!(d.key(), Some("0123456789abcdef"), "the current key is kept");
+        let (_, done) = run(Some(base.clone()), &["", "", "", "100", "", "", ""]);
         let changed = Config::parse(&done.unwrap().unwrap(), "x").unwrap();
         assert_eq!(changed.ha.priority, 100);
         assert_eq!(changed.ha.lb_id, 7);

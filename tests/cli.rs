@@ -303,9 +303,9 @@ fn setup_reasks_bad_answers_and_writes_a_valid_config() {
     let _ = std::fs::remove_file(&path);
     let p = path.to_str().unwrap();
     // address: one bad answer; gateway: outside the subnet, then good; VIP; priority 300 then
-    // 89; redirects; no reboot.
-    let input =
-        "10.77.0.12\n10.77.0.12/24\n10.78.0.1\n10.77.0.1\n10.77.0.100\n300\n89\n9090, 2121\nn\n";
+    // 89; redirects; a bad peer, then one; a generated group key; no reboot.
+    let input = "10.77.0.12\n10.77.0.12/24\n10.78.0.1\n10.77.0.1\n10.77.0.100\n300\n89\n9090, 2121\n\
+                 10.77.0.x\n10.77.0.13\n\nn\n";
     let out = proxyha_stdin(&["setup", "--config", p], input);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "setup exits 0: {out:?}");
@@ -314,6 +314,10 @@ fn setup_reasks_bad_answers_and_writes_a_valid_config() {
         "network.address = \"10.77.0.12\": must be an IPv4 address with prefix length",
         "network.gateway = \"10.78.0.1\": must be inside the subnet of network.address 10.77.0.0/24",
         "ha.priority = 300: must be 0..=254",
+        "ha.unicast_peers: \"10.77.0.x\" is not an IPv4 address",
+        "Group key (Enter on the first node",
+        "[generate a new key]: ",
+        "(mode 0600); give it to the other nodes' setup: ",
         "not rebooting; the new config applies at the next reboot",
     ] {
         assert!(
@@ -333,6 +337,23 @@ fn setup_reasks_bad_answers_and_writes_a_valid_config() {
     };
     assert_eq!(get("network.address"), "10.77.0.12/24");
     assert_eq!(get("ha.virtual_ip"), "10.77.0.100");
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        written.contains("unicast_peers = [\"10.77.0.12\", \"10.77.0.13\"]"),
+        "{written}"
+    );
+    let key_file = dir.join("auth.key");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(&key_file).expect("setup wrote the key file");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let key = std::fs::read_to_string(&key_file).unwrap();
+        assert_eq!(key.trim().len(), 48, "{key:?}");
+        assert!(
+            stdout.contains(key.trim()),
+            "the key is shown for the other nodes"
+        );
+    }
     // A second run keeps every value on Enter, and input ending early writes nothing.
     let keys = [
         "node.name",
@@ -341,9 +362,17 @@ fn setup_reasks_bad_answers_and_writes_a_valid_config() {
         "appliance.builtin_proxy",
     ];
     let values: Vec<String> = keys.iter().map(|k| get(k)).collect();
-    let out = proxyha_stdin(&["setup", "--config", p], "\n\n\n\n\n\n");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    let out = proxyha_stdin(&["setup", "--config", p], "\n\n\n\n\n\n\n\n");
     assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("[10.77.0.12/24]: "));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("[10.77.0.12/24]: "));
+    assert!(stdout.contains("[keep the current key]: "), "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(&key_file).unwrap(),
+        key,
+        "the key is kept"
+    );
     assert_eq!(keys.iter().map(|k| get(k)).collect::<Vec<_>>(), values);
     let before = std::fs::read_to_string(&path).unwrap();
     let out = proxyha_stdin(&["setup", "--config", p], "10.77.0.13/24\n");

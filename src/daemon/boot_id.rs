@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::maintenance::write_atomic;
+use super::atomic::write_atomic;
 use crate::config::io_reason;
 
 /// The file's name inside the state directory.

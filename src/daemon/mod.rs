@@ -3,6 +3,7 @@
 //! carries out the actions it returns. Single-threaded: the core is one state machine
 //! and nothing here needs parallelism, and one thread keeps advert timing predictable.
 
+mod atomic;
 mod boot_id;
 mod control;
 mod handover;
@@ -10,7 +11,7 @@ pub mod maintenance;
 pub mod netlink;
 mod network;
 mod reload;
-pub use network::write_atomic;
+pub use atomic::{write_atomic, write_atomic_mode};
 mod sockets;
 mod trial;
 mod worker;

@@ -1,7 +1,7 @@
 //! The shell around [`crate::network`]: reads links, addresses, the host name and
 //! /etc/resolv.conf, carries out the plan at start, and watches the HA interface's bond.
 
-use std::io::Write;
+use super::atomic::write_atomic;
 use std::path::{Path, PathBuf};
 
 use rtnetlink::Handle;
@@ -50,27 +50,6 @@ fn resolv_target() -> PathBuf {
         Ok(target) => Path::new("/etc").join(target),
         Err(_) => PathBuf::from(RESOLV_CONF),
     }
-}
-
-/// Write a temporary file beside `path`, fsync it, rename it over `path`, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// The HA interface's bond, read fresh; `None` when it is not a bond.
