@@ -49,6 +49,11 @@ pub struct VrrpOpts {
     pub lb_id: u8,
     /// `ha.drain` of proxyha ("port" or "node"); `None`: the default.
     pub drain: Option<String>,
+    /// Unicast VRRP: every node's address (proxyha `ha.unicast_peers`; keepalived
+    /// `unicast_peer`, its own address left out, and `unicast_src_ip`). Empty: multicast.
+    pub unicast_peers: Vec<Ipv4Addr>,
+    /// `ha.vrrp_sources` of proxyha.
+    pub vrrp_sources: Vec<Ipv4Addr>,
 }
 
 impl VrrpOpts {
@@ -66,7 +71,21 @@ impl VrrpOpts {
             vip: None,
             lb_id: 51,
             drain: None,
+            unicast_peers: Vec::new(),
+            vrrp_sources: Vec::new(),
         }
+    }
+
+    /// Unicast VRRP among `peers` (every node's address, this one's included).
+    pub fn unicast(mut self, peers: &[Ipv4Addr]) -> VrrpOpts {
+        self.unicast_peers = peers.to_vec();
+        self
+    }
+
+    /// Multicast, adverts accepted only from `sources`.
+    pub fn sources(mut self, sources: &[Ipv4Addr]) -> VrrpOpts {
+        self.vrrp_sources = sources.to_vec();
+        self
     }
 
     /// Another group on the same LAN: its own VIP, VRID and lb_id.
@@ -156,6 +175,11 @@ impl Status {
         self.0["master"].as_str().and_then(|s| s.parse().ok())
     }
 
+    /// The director load sharing follows (null when unknown or off).
+    pub fn director(&self) -> Option<Ipv4Addr> {
+        self.0["director"].as_str().and_then(|s| s.parse().ok())
+    }
+
     pub fn vip_owner(&self) -> bool {
         self.0["vip_owner"].as_bool().unwrap_or(false)
     }
@@ -179,6 +203,30 @@ impl Lab {
     pub fn start_proxyha(&self, host: &Host, opts: &VrrpOpts) -> io::Result<Daemon> {
         let bin = self.proxyha_bin()?.to_path_buf();
         let dir = host.lab_dir();
+        let (conf, log, control) = self.write_proxyha_config(host, opts)?;
+        let out = dir.join(format!("{}.stderr.log", host.name));
+        let conf_s = conf.to_string_lossy().into_owned();
+        let pid = host.spawn_net_only(&bin, &["run", "--config", &conf_s], &out)?;
+        Ok(Daemon {
+            kind: Kind::Proxyha,
+            host: host.clone(),
+            pid,
+            opts: opts.clone(),
+            conf,
+            log,
+            control: Some(control),
+            pidfiles: Vec::new(),
+        })
+    }
+
+    /// Writes `host`'s proxyha config for `opts` (also to change it before a reload):
+    /// (config, log, control socket) paths.
+    pub fn write_proxyha_config(
+        &self,
+        host: &Host,
+        opts: &VrrpOpts,
+    ) -> io::Result<(PathBuf, PathBuf, PathBuf)> {
+        let dir = host.lab_dir();
         let conf = dir.join(format!("{}.toml", host.name));
         let log = dir.join(format!("{}.log", host.name));
         let control = dir.join(format!("{}.sock", host.name));
@@ -200,7 +248,7 @@ preempt = {preempt}
 vrrp_version = {ver}
 port_redirects = [{redirects}]
 mode = "{mode}"
-{auth_key}{drain}
+{auth_key}{drain}{peers}{sources}
 [control]
 socket = "{control}"
 state_dir = "{state_dir}"
@@ -239,21 +287,11 @@ level = "debug"
             control = control.display(),
             state_dir = state_dir.display(),
             log = log.display(),
+            peers = toml_list("unicast_peers", &opts.unicast_peers),
+            sources = toml_list("vrrp_sources", &opts.vrrp_sources),
         );
         write(&conf, &text)?;
-        let out = dir.join(format!("{}.stderr.log", host.name));
-        let conf_s = conf.to_string_lossy().into_owned();
-        let pid = host.spawn_net_only(&bin, &["run", "--config", &conf_s], &out)?;
-        Ok(Daemon {
-            kind: Kind::Proxyha,
-            host: host.clone(),
-            pid,
-            opts: opts.clone(),
-            conf,
-            log,
-            control: Some(control),
-            pidfiles: Vec::new(),
-        })
+        Ok((conf, log, control))
     }
 
     pub fn start_keepalived(&self, host: &Host, opts: &VrrpOpts) -> io::Result<Daemon> {
@@ -276,7 +314,21 @@ level = "debug"
         let text = format!(
             "{global}\
              vrrp_instance VI_{vrid} {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {vrid}\n    \
-             priority {prio}\n    advert_int {interval}\n{nopreempt}    virtual_ipaddress {{\n        {vip}/24 dev eth0\n    }}\n}}\n",
+             priority {prio}\n    advert_int {interval}\n{nopreempt}{unicast}    virtual_ipaddress {{\n        {vip}/24 dev eth0\n    }}\n}}\n",
+            unicast = if opts.unicast_peers.is_empty() {
+                String::new()
+            } else {
+                let peers: String = opts
+                    .unicast_peers
+                    .iter()
+                    .filter(|p| **p != host.addr)
+                    .map(|p| format!("        {p}\n"))
+                    .collect();
+                format!(
+                    "    unicast_src_ip {}\n    unicast_peer {{\n{peers}    }}\n",
+                    host.addr
+                )
+            },
             // keepalived speaks v2 unless told otherwise: leave v2 at its default.
             global = if opts.vrrp_version == 3 {
                 "global_defs {\n    vrrp_version 3\n}\n"
@@ -394,6 +446,15 @@ impl Daemon {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// `key = ["a", "b"]` and a newline, or nothing for an empty list.
+fn toml_list(key: &str, addrs: &[Ipv4Addr]) -> String {
+    if addrs.is_empty() {
+        return String::new();
+    }
+    let items: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    format!("{key} = [{}]\n", items.join(", "))
 }
 
 fn write(path: &Path, text: &str) -> io::Result<()> {

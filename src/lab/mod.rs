@@ -18,13 +18,15 @@
 mod cgroup;
 pub mod clients;
 mod daemons;
+mod filter;
 mod ops;
 pub mod pins;
 mod probe;
 
 pub use cgroup::CpuCgroup;
 pub use daemons::{Daemon, Kind, Status, VrrpOpts};
-pub use probe::{Advert, AdvertWatch, Gap, Prober, Sample, advert_datagram, gap, inject};
+pub use filter::datagram;
+pub use probe::{Advert, AdvertWatch, Gap, Prober, Sample, advert_datagram, gap, inject, sniff};
 
 use std::fs::File;
 use std::io;

@@ -303,13 +303,20 @@ pub fn advert_datagram(src: Ipv4Addr, ttl: u8, vrrp_bytes: &[u8]) -> Vec<u8> {
     buf
 }
 
-/// Sends `datagram` (a complete IPv4 datagram, header included) from the client's `eth0`
-/// to its destination (e.g. 224.0.0.18) through a raw socket with IP_HDRINCL.
+/// Sends `datagram` (a complete IPv4 datagram, header included, any protocol and source)
+/// from the client's `eth0` to its destination (e.g. 224.0.0.18) through a raw socket with
+/// IP_HDRINCL.
 pub fn inject(client: &Host, datagram: Vec<u8>) -> io::Result<()> {
     let addr = client.addr;
     client.run_in(move || -> io::Result<()> {
-        let sock = raw_socket(vrrp::PROTOCOL)?;
+        let protocol = datagram.get(9).copied().unwrap_or(vrrp::PROTOCOL);
+        let sock = raw_socket(protocol)?;
         sock.set_header_included_v4(true)?;
+        if datagram.get(16..20) == Some(&[255, 255, 255, 255][..]) {
+            // The limited broadcast has no route: it leaves through the bound interface.
+            sock.set_broadcast(true)?;
+            sock.bind_device(Some(b"eth0"))?;
+        }
         sock.set_multicast_if_v4(&addr)?;
         let dst = if datagram.len() >= 20 {
             Ipv4Addr::new(datagram[16], datagram[17], datagram[18], datagram[19])
@@ -324,6 +331,51 @@ pub fn inject(client: &Host, datagram: Vec<u8>) -> io::Result<()> {
             )));
         }
         Ok(())
+    })?
+}
+
+/// The first IPv4 datagram of `protocol` from `src` to `dst` that crosses `host`'s `eth0`
+/// within `limit`, also one addressed to another host (an AF_PACKET socket sees the frames a
+/// hub floods): what a sniffer on the segment captures to replay.
+pub fn sniff(
+    host: &Host,
+    protocol: u8,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    limit: Duration,
+) -> io::Result<Option<Vec<u8>>> {
+    host.run_in(move || -> io::Result<Option<Vec<u8>>> {
+        const ETH_P_IP: u16 = 0x0800;
+        let sock = Socket::new(
+            Domain::PACKET,
+            Type::DGRAM,
+            Some(Protocol::from(i32::from(ETH_P_IP.to_be()))),
+        )?;
+        // Held as a UdpSocket for a plain recv(2) into a safe buffer (link header removed).
+        let sock = std::net::UdpSocket::from(sock);
+        sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let deadline = Instant::now() + limit;
+        let mut buf = vec![0u8; 65_536];
+        while Instant::now() < deadline {
+            let n = match sock.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let d = &buf[..n];
+            if n >= 20 && d[9] == protocol && d[12..16] == src.octets() && d[16..20] == dst.octets()
+            {
+                return Ok(Some(d.to_vec()));
+            }
+        }
+        Ok(None)
     })?
 }
 
