@@ -622,3 +622,252 @@ fn d_forged_and_replayed_membership_is_refused() {
         before(&d[1], "discard_replay") - replay2
     );
 }
+
+/// Long-lived connections from `client` to VIP:`port`, each greeted with its node's name:
+/// (stream, node). The exchange goes on in [`exchange`].
+fn open_flows(
+    client: &Host,
+    vip: Ipv4Addr,
+    port: u16,
+    n: usize,
+) -> Vec<(std::net::TcpStream, String)> {
+    use std::io::Read;
+    let streams = client
+        .run_in(move || {
+            (0..n)
+                .map(|_| {
+                    std::net::TcpStream::connect_timeout(
+                        &std::net::SocketAddr::V4(SocketAddrV4::new(vip, port)),
+                        Duration::from_secs(2),
+                    )
+                })
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .expect("entering the client namespace")
+        .expect("opening long-lived connections via the VIP");
+    streams
+        .into_iter()
+        .map(|s| {
+            s.set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
+            let mut line = Vec::new();
+            let mut b = [0u8; 1];
+            while let Ok(1) = (&s).read(&mut b) {
+                if b[0] == b'\n' {
+                    break;
+                }
+                line.push(b[0]);
+            }
+            s.set_read_timeout(Some(Duration::from_millis(20)))
+                .expect("timeout");
+            (s, String::from_utf8_lossy(&line).into_owned())
+        })
+        .collect()
+}
+
+/// One round trip on every flow; the flows that failed (reset, closed or silent).
+fn exchange(flows: &[(std::net::TcpStream, String)]) -> Vec<String> {
+    use std::io::{Read, Write};
+    let mut bad = Vec::new();
+    for (i, (s, node)) in flows.iter().enumerate() {
+        if let Err(e) = (&*s).write_all(b"ping\n") {
+            bad.push(format!("flow {i} to {node}: write: {e}"));
+            continue;
+        }
+        let mut buf = [0u8; 64];
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            match (&*s).read(&mut buf) {
+                Ok(0) => bad.push(format!("flow {i} to {node}: closed")),
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if Instant::now() < deadline {
+                        continue;
+                    }
+                    bad.push(format!("flow {i} to {node}: no echo within 1 s"));
+                }
+                Err(e) => bad.push(format!("flow {i} to {node}: read: {e}")),
+            }
+            break;
+        }
+    }
+    bad
+}
+
+/// Split brain and its heal: the bridge partitions {n1, c1} from {n2, n3, c}; n2 becomes
+/// master on its side and the client c follows its gratuitous ARPs. On heal, within one
+/// advert interval n1 alone holds the VIP, re-sends gratuitous ARPs, c's neighbour entry
+/// points to n1 again, n2 keeps no VIP and gives up directing (n1's announcements rule), and
+/// c1's connections through n1 exchange data throughout.
+#[test]
+fn e_split_brain_heals_to_one_master_and_clients_follow() {
+    let Some(mut c) = cluster("e_split_brain_heals_to_one_master_and_clients_follow", 3) else {
+        return;
+    };
+    let port = 9092;
+    for h in &c.nodes {
+        h.serve_echo(port).expect("echo server");
+    }
+    let c1 = c.lab.add_host("c1", 51).expect("adding c1");
+    let interval = 200;
+    let d: Vec<Daemon> = c
+        .nodes
+        .iter()
+        .zip([99u8, 89, 79])
+        .map(|(h, p)| {
+            c.lab
+                .start_proxyha(
+                    h,
+                    &VrrpOpts::new(p, interval).redirects(&[port]).auth_key(KEY),
+                )
+                .expect("starting proxyha")
+        })
+        .collect();
+    c.wait_sole_holder("n1", Duration::from_secs(3), "election");
+    let vip = c.lab.vip();
+    let mac = |h: &Host| h.mac().expect("mac");
+    let (mac1, mac2) = (mac(&c.nodes[0]), mac(&c.nodes[1]));
+    let neighbour = |h: &Host| {
+        h.neighbour(vip)
+            .ok()
+            .flatten()
+            .map(|(m, _)| m)
+            .unwrap_or_default()
+    };
+    let t = Instant::now();
+    c.wait_answer("n1", t, Duration::from_secs(2), "before the partition");
+    assert_eq!(neighbour(&c.client), mac1);
+
+    c.lab
+        .partition(&["n1", "c1"], &["n2", "n3", "c"])
+        .expect("partitioning the bridge");
+    let t = Instant::now();
+    let o2 = VrrpOpts::new(89, interval);
+    c.wait_answer(
+        "n2",
+        t,
+        o2.master_down_interval() + Duration::from_secs(1),
+        "partition: n2 serves its side",
+    );
+    let mut holders = Vec::new();
+    let both = lab::wait_for(Duration::from_secs(2), Duration::from_millis(20), || {
+        holders = c.lab.vip_holders();
+        (holders == ["n1", "n2"]).then_some(())
+    });
+    assert!(
+        both.is_some(),
+        "split brain: n1 and n2 both hold the VIP, holders {holders:?}"
+    );
+    assert_eq!(neighbour(&c.client), mac2, "c follows n2's gratuitous ARPs");
+    // c1's clients go through n1, which directs alone once n2 and n3 fail (3 periods).
+    let ok = lab::wait_for(Duration::from_secs(8), Duration::from_millis(200), || {
+        let s = c.status(&d[0]);
+        let active = s.0["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["role"] != "failed")
+            .count();
+        (active == 1).then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "n1 directs alone in the partition: {:?}",
+        c.status(&d[0]).0["nodes"]
+    );
+    thread::sleep(Duration::from_secs(1));
+    let flows = open_flows(&c1, vip, port, 10);
+    assert!(
+        flows.iter().all(|(_, n)| n == "n1"),
+        "{:?}",
+        flows.iter().map(|f| &f.1).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        exchange(&flows),
+        Vec::<String>::new(),
+        "flows before the heal"
+    );
+
+    let garps = lines(&d[0], "re-advertising and sending gratuitous ARPs");
+    let t = Instant::now();
+    c.lab.heal().expect("healing the partition");
+    let mut seen = Vec::new();
+    let one = lab::wait_for(Duration::from_secs(2), Duration::from_millis(5), || {
+        seen = c.lab.vip_holders();
+        (seen == ["n1"]).then(Instant::now)
+    });
+    let one = one.unwrap_or_else(|| panic!("after the heal only n1 should hold the VIP: {seen:?}"));
+    let took = one - t;
+    println!(
+        "split brain: one master {} ms after the heal (advert interval {interval} ms)",
+        took.as_millis()
+    );
+    assert!(
+        took <= Duration::from_millis(u64::from(interval)) + SLACK,
+        "one master within one advert interval (+ slack), took {took:?}"
+    );
+    let moved = lab::wait_for(Duration::from_secs(1), Duration::from_millis(5), || {
+        (neighbour(&c.client) == mac1).then(Instant::now)
+    });
+    let moved = moved.unwrap_or_else(|| {
+        panic!(
+            "c's neighbour entry for the VIP should point to n1 again, is {}",
+            neighbour(&c.client)
+        )
+    });
+    println!(
+        "split brain: c's neighbour entry back on n1 {} ms after the heal",
+        (moved - t).as_millis()
+    );
+    assert!(
+        lines(&d[0], "re-advertising and sending gratuitous ARPs") > garps,
+        "n1 re-sent gratuitous ARPs"
+    );
+    c.wait_answer(
+        "n1",
+        one,
+        Duration::from_secs(1),
+        "after the heal c reaches n1",
+    );
+    assert!(
+        !c.nodes[1].has_addr(vip) || c.lab.vip_holders() == ["n1"],
+        "no VIP on n2's eth0"
+    );
+    let s2 = c.status(&d[1]);
+    assert_eq!(s2.state(), "backup");
+    // n2 drops its director state: it follows n1's announcements again, n1 re-admits it.
+    let ok = lab::wait_for(Duration::from_secs(5), Duration::from_millis(100), || {
+        let s = c.status(&d[1]);
+        (s.director() == Some(c.nodes[0].addr)).then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "n2 follows n1 as director: {:?}",
+        c.status(&d[1]).0["director"]
+    );
+    let ok = lab::wait_for(Duration::from_secs(8), Duration::from_millis(200), || {
+        let n = c.status(&d[0]).0["nodes"]
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|n| n["role"] != "failed").count());
+        (n == 3).then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "all three members again: {:?}",
+        c.status(&d[0]).0["nodes"]
+    );
+    for _ in 0..10 {
+        assert_eq!(
+            exchange(&flows),
+            Vec::<String>::new(),
+            "c1's flows through n1 after the heal"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    c.prober.stop();
+}
