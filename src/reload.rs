@@ -69,6 +69,27 @@ fn change_opt<T: PartialEq + Display>(
     }
 }
 
+fn track_text(t: &crate::config::Track) -> String {
+    let mut parts = Vec::new();
+    for (key, e) in [
+        ("interfaces", t.interfaces),
+        ("gateway", t.gateway),
+        ("ports", t.ports),
+    ] {
+        if let Some(e) = e {
+            parts.push(format!("{key} {e}"));
+        }
+    }
+    if let Some(a) = t.gateway_address {
+        parts.push(format!("gateway_address {a}"));
+    }
+    if parts.is_empty() {
+        "off".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
 fn addresses(a: &[std::net::Ipv4Addr]) -> String {
     let items: Vec<String> = a.iter().map(|a| a.to_string()).collect();
     format!("[{}]", items.join(", "))
@@ -116,6 +137,7 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
                 drain,
                 unicast_peers,
                 vrrp_sources,
+                track,
             },
         control: Control { socket, state_dir },
         log: Log {
@@ -202,6 +224,13 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
             "auth_key_file {}→{}",
             show(&o.ha.auth_key_file),
             show(auth_key_file)
+        ));
+    }
+    if o.ha.track != *track {
+        i.push(format!(
+            "track {}→{}",
+            track_text(&o.ha.track),
+            track_text(track)
         ));
     }
     change(i, "name", &o.node.name, name);

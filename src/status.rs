@@ -82,6 +82,13 @@ pub struct Status {
     /// those it holds from the director; null when load sharing is off.
     #[serde(default)]
     pub pins: Option<u64>,
+    /// `[ha.track]`: every tracked check, fine or not (empty: nothing tracked).
+    #[serde(default)]
+    pub track: Vec<crate::vrrp::track::TrackItem>,
+    /// The priority the node runs at after tracking (equal to `priority` when every check is
+    /// fine).
+    #[serde(default)]
+    pub effective_priority: Option<u8>,
     /// Load sharing's membership protocol: "authenticated" (HMAC-SHA256 with replay
     /// protection) or "unauthenticated" (any host on the segment can join the pool); null
     /// when load sharing is off.
@@ -266,11 +273,26 @@ pub fn render_table(status: &Status) -> String {
         }
     };
     rows.push(("master", master));
-    let priority = match status.priority {
-        0 => "0 (scanning only, never director)".to_string(),
-        p => p.to_string(),
+    let priority = match (status.priority, status.effective_priority) {
+        (0, _) => "0 (scanning only, never director)".to_string(),
+        (p, Some(e)) if e != p => format!("{e} (configured {p}, lowered by [ha.track])"),
+        (p, _) => p.to_string(),
     };
     rows.push(("priority", priority));
+    let track: Vec<String> = status
+        .track
+        .iter()
+        .map(|t| {
+            if t.ok {
+                format!("{}: ok", t.check)
+            } else {
+                format!("{}: FAILING, {} ({})", t.check, t.detail, t.effect)
+            }
+        })
+        .collect();
+    if !track.is_empty() {
+        push_list(&mut rows, "track", track);
+    }
     rows.push((
         "maintenance",
         if status.draining {
@@ -712,6 +734,8 @@ mod tests {
             unicast_peers: vec![],
             vrrp_sources: vec![],
             membership: Some("unauthenticated".into()),
+            track: vec![],
+            effective_priority: None,
         }
     }
 

@@ -871,3 +871,105 @@ fn e_split_brain_heals_to_one_master_and_clients_follow() {
     }
     c.prober.stop();
 }
+
+/// `[ha.track] gateway`: the master (n1) loses its gateway (the bridge cuts n1 from gw only):
+/// its priority drops below n2's, n2 takes over; the gateway back, n1 preempts.
+#[test]
+fn f_track_gateway_unreachable_on_the_master_moves_the_vip_and_back() {
+    let Some(mut c) = cluster("f_track_gateway_unreachable_on_the_master", 2) else {
+        return;
+    };
+    let gw = c.lab.add_host("gw", 1).expect("adding the gateway");
+    let interval = 200;
+    let track = format!("gateway = -30\ngateway_address = \"{}\"", gw.addr);
+    let o = |p| VrrpOpts::new(p, interval).track(&track);
+    let d: Vec<Daemon> = c
+        .nodes
+        .iter()
+        .zip([99u8, 89])
+        .map(|(h, p)| c.lab.start_proxyha(h, &o(p)).expect("starting proxyha"))
+        .collect();
+    c.wait_sole_holder("n1", Duration::from_secs(3), "election");
+    let s = c.status(&d[0]);
+    assert_eq!(s.0["track"][0]["check"], format!("gateway {}", gw.addr));
+    assert_eq!(s.0["track"][0]["ok"], true, "{:?}", s.0["track"]);
+
+    c.lab
+        .partition(&["n1"], &["gw"])
+        .expect("cutting n1 from the gateway");
+    let t = Instant::now();
+    let probe = Duration::from_millis(u64::from(interval));
+    let bound = probe * 3 + probe + o(89).master_down_interval() + SLACK;
+    c.wait_answer("n2", t, bound, "gateway lost on n1");
+    c.wait_sole_holder("n2", Duration::from_secs(1), "after the gateway loss");
+    let s = c.status(&d[0]);
+    assert_eq!(s.0["effective_priority"], 69, "{:?}", s.0["track"]);
+    assert_eq!(s.0["track"][0]["ok"], false);
+    let table = c.lab.status_table(&d[0]).expect("status table");
+    assert!(
+        table.contains("69 (configured 99, lowered by [ha.track])"),
+        "{table}"
+    );
+    assert!(table.contains("FAILING, no ARP reply for"), "{table}");
+    assert!(lines(&d[0], "track: gateway") >= 1, "logged");
+
+    c.lab.heal().expect("the gateway back");
+    let t = Instant::now();
+    let bound = probe * 2 + o(99).master_down_interval() + SLACK;
+    c.wait_answer("n1", t, bound, "gateway back: n1 preempts");
+    c.wait_sole_holder("n1", Duration::from_secs(1), "after the gateway is back");
+    assert_eq!(c.status(&d[0]).0["effective_priority"], 99);
+}
+
+/// `[ha.track] ports`: the master's own proxy port stops listening: n2 takes over; the
+/// listener back, n1 preempts.
+#[test]
+fn g_track_own_port_down_on_the_master_moves_the_vip_and_back() {
+    let Some(c) = cluster("g_track_own_port_down_on_the_master", 2) else {
+        return;
+    };
+    let port = 9090;
+    let mut stop = None;
+    for (i, h) in c.nodes.iter().enumerate() {
+        let s = h.serve_peer(port).expect("listener");
+        if i == 0 {
+            stop = Some(s);
+        }
+    }
+    let interval = 200;
+    let o = |p| {
+        VrrpOpts::new(p, interval)
+            .redirects(&[port])
+            .track("ports = -30")
+    };
+    let d: Vec<Daemon> = c
+        .nodes
+        .iter()
+        .zip([99u8, 89])
+        .map(|(h, p)| c.lab.start_proxyha(h, &o(p)).expect("starting proxyha"))
+        .collect();
+    c.wait_sole_holder("n1", Duration::from_secs(3), "election");
+    let ok = lab::wait_for(Duration::from_secs(5), Duration::from_millis(100), || {
+        (c.status(&d[0]).0["track"][0]["ok"] == true).then_some(())
+    });
+    assert!(ok.is_some(), "{:?}", c.status(&d[0]).0["track"]);
+
+    stop.expect("n1's listener")
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let t = Instant::now();
+    // The port monitor samples once a second.
+    let bound =
+        Duration::from_secs(1) + o(89).master_down_interval() + SLACK + Duration::from_millis(200);
+    c.wait_answer("n2", t, bound, "n1's proxy port down");
+    c.wait_sole_holder("n2", Duration::from_secs(1), "after the port went down");
+    let s = c.status(&d[0]);
+    assert_eq!(s.0["effective_priority"], 69, "{:?}", s.0["track"]);
+    assert_eq!(s.0["track"][0]["check"], format!("port {port}"));
+
+    c.nodes[0].serve_peer(port).expect("listener back");
+    let t = Instant::now();
+    let bound =
+        Duration::from_secs(1) + o(99).master_down_interval() + SLACK + Duration::from_millis(200);
+    c.wait_answer("n1", t, bound, "port back: n1 preempts");
+    c.wait_sole_holder("n1", Duration::from_secs(1), "after the port is back");
+}

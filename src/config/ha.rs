@@ -176,6 +176,15 @@ impl Cx<'_> {
             Some(v) => self.vrrp_addresses("ha.vrrp_sources", v, virtual_ip),
             None => Some(Vec::new()),
         };
+        let track = match s.get("track") {
+            Some(v) => self.track(v).map(|(t, gateway_at)| {
+                if t.gateway_address.is_none() {
+                    self.track_gateway_at = gateway_at;
+                }
+                t
+            }),
+            None => Some(Track::default()),
+        };
         Some(Ha {
             interface: interface?,
             virtual_ip: virtual_ip?,
@@ -194,6 +203,7 @@ impl Cx<'_> {
             drain: drain?,
             unicast_peers: unicast_peers?,
             vrrp_sources: vrrp_sources?,
+            track: track?,
         })
     }
 

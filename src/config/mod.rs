@@ -188,6 +188,8 @@ pub struct Ha {
     /// Multicast mode: the only sources whose adverts count. Empty (and no unicast peers):
     /// any host on the segment.
     pub vrrp_sources: Vec<Ipv4Addr>,
+    /// `[ha.track]`: checks that lower the priority or force FAULT.
+    pub track: Track,
 }
 
 impl Ha {
@@ -358,6 +360,14 @@ fn read_hint(err: &io::Error) -> &'static str {
 }
 
 impl Config {
+    /// The address `[ha.track] gateway` probes: `gateway_address`, else `network.gateway`.
+    pub fn track_gateway(&self) -> Option<Ipv4Addr> {
+        self.ha
+            .track
+            .gateway_address
+            .or_else(|| self.network.as_ref().and_then(|n| n.gateway))
+    }
+
     /// Reads and validates the file at `path`; errors are prefixed with the path.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -378,6 +388,7 @@ impl Config {
             text,
             diagnostics: Vec::new(),
             read_files,
+            track_gateway_at: None,
         };
         let parsed = DeTable::parse(text);
         let config = match parsed {
@@ -458,6 +469,7 @@ const HA_KEYS: &[&str] = &[
     "drain",
     "unicast_peers",
     "vrrp_sources",
+    "track",
 ];
 const CONTROL_KEYS: &[&str] = &["socket", "state_dir"];
 const LOG_KEYS: &[&str] = &["target", "level", "remote"];
@@ -483,6 +495,9 @@ struct Cx<'t> {
     /// Read the files the config names (`ha.auth_key_file`): [`Config::load`] does,
     /// [`Config::parse`] (text only) does not.
     read_files: bool,
+    /// Where `ha.track.gateway` was set without `gateway_address`: checked against
+    /// `network.gateway` once both sections are read.
+    track_gateway_at: Option<Range<usize>>,
 }
 
 /// A section table and where it was declared (for "is required" errors).
@@ -549,6 +564,20 @@ impl Cx<'_> {
         );
         let appliance = self.appliance(&appliance);
         let update = self.update(&update);
+        let has_gateway = network
+            .as_ref()
+            .is_some_and(|n| n.as_ref().is_some_and(|n| n.gateway.is_some()));
+        if let Some(at) = self.track_gateway_at.take()
+            && !has_gateway
+        {
+            self.error(
+                at,
+                "ha.track.gateway: no gateway to probe; set ha.track.gateway_address or \
+                 network.gateway"
+                    .into(),
+            );
+            return None;
+        }
         Some(Config {
             node: node?,
             ha: ha?,
@@ -1433,6 +1462,9 @@ fn hostname() -> Option<String> {
 }
 
 mod ha;
+mod track;
+
+pub use track::{Effect, Track};
 
 #[cfg(test)]
 mod tests;

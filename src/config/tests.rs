@@ -304,6 +304,7 @@ builtin_proxy = false
                 drain: Drain::Node,
                 unicast_peers: vec![],
                 vrrp_sources: vec![],
+                track: Track::default(),
             },
             control: Control {
                 socket: "/tmp/p.sock".into(),
@@ -680,7 +681,7 @@ fn unknown_keys_in_every_section() {
         ha_error("prority = 5"),
         "proxyha.toml:4:1: unknown key ha.prority (did you mean priority?); allowed keys in [ha]: \
          interface, virtual_ip, virtual_router_id, lb_id, priority, advert_interval_ms, preempt, \
-         vrrp_version, vrrp_checksum, port_redirects, sticky_idle_s, mode, auth_key, auth_key_file, drain, unicast_peers, vrrp_sources"
+         vrrp_version, vrrp_checksum, port_redirects, sticky_idle_s, mode, auth_key, auth_key_file, drain, unicast_peers, vrrp_sources, track"
     );
     assert_eq!(
         error(&format!("{MINIMAL}[control]\npath = \"/x\"\n")),
@@ -879,4 +880,43 @@ fn auth_key_file_is_read_by_load_and_must_be_private() {
     );
     assert!(ha_error("auth_key_file = \"auth.key\"").contains("must be an absolute path"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn track_section() {
+    let c = parse(&format!(
+        "{MINIMAL}[ha.track]\ninterfaces = -20\ngateway = \"fault\"\ngateway_address = \"10.10.74.1\"\nports = -50\n"
+    ));
+    assert_eq!(
+        c.ha.track,
+        Track {
+            interfaces: Some(Effect::Weight(20)),
+            gateway: Some(Effect::Fault),
+            gateway_address: Some(Ipv4Addr::new(10, 10, 74, 1)),
+            ports: Some(Effect::Weight(50)),
+        }
+    );
+    assert_eq!(c.track_gateway(), Some(Ipv4Addr::new(10, 10, 74, 1)));
+    // The gateway defaults to network.gateway; without either it is an error.
+    let c = parse(&format!(
+        "{MINIMAL}[ha.track]\ngateway = -30\n[network]\naddress = \"10.10.74.70/24\"\ngateway = \"10.10.74.254\"\n"
+    ));
+    assert_eq!(c.track_gateway(), Some(Ipv4Addr::new(10, 10, 74, 254)));
+    let e = error(&format!("{MINIMAL}[ha.track]\ngateway = -30\n"));
+    assert!(e.contains("proxyha.toml:5:11: ha.track.gateway: no gateway to probe; set ha.track.gateway_address or network.gateway"), "{e}");
+    let e = error(&format!("{MINIMAL}[ha.track]\nports = 20\n"));
+    assert!(
+        e.contains("ha.track.ports = 20: must be a negative weight -253..=-1"),
+        "{e}"
+    );
+    let e = error(&format!("{MINIMAL}[ha.track]\nport = -20\n"));
+    assert!(
+        e.contains("unknown key ha.track.port (did you mean ports?)"),
+        "{e}"
+    );
+    let e = error(&format!("{MINIMAL}[ha.track]\ninterfaces = \"down\"\n"));
+    assert!(
+        e.contains("ha.track.interfaces = \"down\": must be a negative weight"),
+        "{e}"
+    );
 }

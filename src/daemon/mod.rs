@@ -13,6 +13,7 @@ mod network;
 mod reload;
 pub use atomic::{write_atomic, write_atomic_mode};
 mod sockets;
+mod track;
 mod trial;
 mod worker;
 
@@ -93,6 +94,9 @@ struct Shell {
     handed_over: bool,
     /// Leave the select loop after this iteration (a handover ended, or has no successor).
     exit: bool,
+    /// `[ha.track]`: the tracker, and the ARP socket hearing the gateway (when tracked).
+    track: crate::vrrp::track::Tracker,
+    arp: Option<sockets::ArpSocket>,
 }
 
 /// The membership core and its I/O: protocol-253 socket, load sampler, data-path worker.
@@ -111,6 +115,9 @@ struct LoadSharing {
     /// The newest data path handed to the worker, and when to hand it again after a failure.
     desired: Option<crate::dataplane::Desired>,
     retry_at: Option<Instant>,
+    /// This node's redirected listener ports and whether each listens, as last sampled
+    /// (`[ha.track] ports`).
+    ports_listening: Vec<(u16, bool)>,
 }
 
 /// Runs the supervisor until `shutdown` completes, then leaves the group cleanly:
@@ -183,6 +190,7 @@ pub async fn run(
         Some(LoadSharing::start(&config, primary, &handle, draining, done_tx.clone()).await?)
     };
 
+    let (track, arp) = Shell::track_for(&config, link.index, Instant::now());
     let mut router = Router::new(router_config(&config, primary));
     log_speakers(router.config(), &config);
     let mut shell = Shell {
@@ -205,6 +213,8 @@ pub async fn run(
         leave: None,
         handed_over: false,
         exit: false,
+        track,
+        arp,
     };
     log::info!(
         "proxyha {} starting on {ifname} ({primary}), VRID {}, priority {}, VIP {vip}, link {}",
@@ -232,11 +242,13 @@ pub async fn run(
         );
         shell.trial = Some((t, health));
     }
-    router.handle_startup(Instant::now(), shell.link.up);
+    shell.apply_track(&mut router);
+    router.handle_startup(Instant::now(), shell.link_for_core());
     shell.execute(&mut router).await;
     shell.drive_cluster(&router);
 
     tokio::pin!(shutdown);
+    let mut abuf = vec![0u8; 1500];
     let mut stopping = false;
     let mut buf = vec![0u8; 65_536];
     let mut mbuf = vec![0u8; 65_536];
@@ -289,6 +301,14 @@ pub async fn run(
                 }
             }
             () = sleep_until(deadline) => router.handle_timeout(Instant::now()),
+            () = sleep_until(shell.track.poll_timeout()) => shell.probe_gateway(),
+            received = recv_arp(shell.arp.as_ref(), &mut abuf) => match received {
+                Ok(n) => shell.heard_arp(&abuf[..n]),
+                Err(e) => {
+                    log::debug!("track: receiving ARP on {}: {e}", shell.link.name);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
             () = sleep_until(shell.takeover) => {
                 log::warn!(
                     "director data path not ready after {} ms; taking the VIP anyway",
@@ -369,7 +389,7 @@ pub async fn run(
                 Some(up) if up != shell.link.up => {
                     shell.link.up = up;
                     log::info!("link {} on {}", if up { "up" } else { "down" }, shell.link.name);
-                    router.handle_link(Instant::now(), up);
+                    router.handle_link(Instant::now(), shell.link_for_core());
                 }
                 Some(_) => {}
                 None => {
@@ -411,6 +431,7 @@ pub async fn run(
                 let _ = shell.reload(&mut router, &mut link_events).await;
             }
         }
+        shell.apply_track(&mut router);
         shell.execute(&mut router).await;
         shell.drive_cluster(&router);
         if shell.handover_signals(&mut router) {
@@ -469,6 +490,14 @@ async fn next_bond_event(events: Option<&mut netlink::AnyLinkEvents>) -> Option<
     }
 }
 
+/// Waits for an ARP packet; never completes when the gateway is not tracked.
+async fn recv_arp(arp: Option<&sockets::ArpSocket>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match arp {
+        Some(a) => a.recv(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Waits for a membership datagram; never completes when load sharing is off.
 async fn recv_membership(lb: Option<&LoadSharing>, buf: &mut [u8]) -> std::io::Result<usize> {
     match lb {
@@ -521,6 +550,7 @@ impl LoadSharing {
             last_sample: now,
             ticks: 0,
             listening_ports: std::collections::BTreeSet::new(),
+            ports_listening: Vec::new(),
             desired: None,
             retry_at: None,
         })
@@ -540,6 +570,11 @@ impl LoadSharing {
                 load.cpu = s.cpu;
                 load.cpu_count = s.cpu_count;
                 load.conns = s.conns_raw;
+                self.ports_listening = s
+                    .listen
+                    .iter()
+                    .map(|(p, st)| (*p, *st == PortListen::Wildcard))
+                    .collect();
                 for (p, st) in s.listen {
                     load.listening.insert(p, st == PortListen::Wildcard);
                     if let Some(reason) = st.reason() {
@@ -910,6 +945,8 @@ impl Shell {
                 .filter(|a| !a.is_multicast())
                 .collect(),
             vrrp_sources: router.config().allowed_sources.clone(),
+            track: self.track.current().items,
+            effective_priority: Some(router.config().priority),
             membership: self.lb.as_ref().map(|_| {
                 if self.config.ha.auth_key.is_some() {
                     "authenticated"

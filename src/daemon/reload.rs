@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::netlink::{self, LinkEvents};
 use super::sockets::{GarpSocket, VrrpSocket};
-use super::{LoadSharing, Shell, cluster_config, primary_address, router_config};
+use super::{LoadSharing, Shell, cluster_config, primary_address};
 use crate::config::Config;
 use crate::reload::{Plan, effective, plan};
 use crate::vrrp::Router;
@@ -59,7 +59,9 @@ impl Shell {
     async fn apply_in_place(&mut self, router: &mut Router, new: Config) {
         let now = Instant::now();
         crate::logging::set_level(new.log.level);
-        if !router.reconfigure(now, router_config(&new, self.primary)) {
+        self.track_reconfigure(&new);
+        let _ = self.track.verdict(now);
+        if !router.reconfigure(now, self.router_cfg(&new)) {
             // The plan said same instance; the core disagrees only if the two drifted apart.
             log::error!("reload: the VRRP core refused the new values; keeping the old ones");
         }
@@ -178,11 +180,14 @@ impl Shell {
             Ok(false) => {}
             Err(e) => log::error!("{e}"),
         }
-        *router = Router::new(router_config(&self.config, self.primary));
+        let config = self.config.clone();
+        self.track_reconfigure(&config);
+        let _ = self.track.verdict(Instant::now());
+        *router = Router::new(self.router_cfg(&config));
         if !self.config.ha.port_redirects.is_empty() {
             self.start_load_sharing().await;
         }
-        router.handle_startup(Instant::now(), self.link.up);
+        router.handle_startup(Instant::now(), self.link_for_core());
         Ok(())
     }
 

@@ -132,6 +132,41 @@ impl GarpSocket {
     }
 }
 
+impl GarpSocket {
+    /// Sends one whole Ethernet frame (an ARP probe of the gateway) to the broadcast address.
+    pub fn send_frame(&self, frame: &[u8]) -> io::Result<()> {
+        self.sock.send_to(frame, &self.dest).map(|_| ())
+    }
+}
+
+/// Receive-only AF_PACKET datagram socket for ARP on one interface (`[ha.track] gateway`):
+/// delivers the ARP packet without its Ethernet header. Held as a tokio `UdpSocket` like
+/// [`VrrpSocket`] (plain `recv` calls).
+pub struct ArpSocket {
+    sock: tokio::net::UdpSocket,
+}
+
+impl ArpSocket {
+    pub fn open(ifindex: u32) -> io::Result<ArpSocket> {
+        let protocol = Protocol::from(i32::from(arp::ETHERTYPE_ARP.to_be()));
+        let sock = Socket::new(Domain::PACKET, Type::DGRAM, Some(protocol)).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("opening AF_PACKET socket for ARP replies: {e}"),
+            )
+        })?;
+        // Bound to the interface: sll_protocol ARP and the index, the address is ignored.
+        sock.bind(&link_layer_broadcast(ifindex))?;
+        sock.set_nonblocking(true)?;
+        let sock = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(sock))?;
+        Ok(ArpSocket { sock })
+    }
+
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.sock.recv(buf).await
+    }
+}
+
 /// `sockaddr_ll` for the Ethernet broadcast address on `ifindex`.
 fn link_layer_broadcast(ifindex: u32) -> SockAddr {
     let mut storage = SockAddrStorage::zeroed();

@@ -54,6 +54,8 @@ pub struct VrrpOpts {
     pub unicast_peers: Vec<Ipv4Addr>,
     /// `ha.vrrp_sources` of proxyha.
     pub vrrp_sources: Vec<Ipv4Addr>,
+    /// The body of proxyha's `[ha.track]` table (TOML lines), if any.
+    pub track: Option<String>,
 }
 
 impl VrrpOpts {
@@ -73,7 +75,14 @@ impl VrrpOpts {
             drain: None,
             unicast_peers: Vec::new(),
             vrrp_sources: Vec::new(),
+            track: None,
         }
+    }
+
+    /// proxyha's `[ha.track]` with these TOML lines.
+    pub fn track(mut self, lines: &str) -> VrrpOpts {
+        self.track = Some(lines.to_string());
+        self
     }
 
     /// Unicast VRRP among `peers` (every node's address, this one's included).
@@ -248,7 +257,7 @@ preempt = {preempt}
 vrrp_version = {ver}
 port_redirects = [{redirects}]
 mode = "{mode}"
-{auth_key}{drain}{peers}{sources}
+{auth_key}{drain}{peers}{sources}{track}
 [control]
 socket = "{control}"
 state_dir = "{state_dir}"
@@ -289,6 +298,10 @@ level = "debug"
             log = log.display(),
             peers = toml_list("unicast_peers", &opts.unicast_peers),
             sources = toml_list("vrrp_sources", &opts.vrrp_sources),
+            track = opts
+                .track
+                .as_ref()
+                .map_or(String::new(), |t| format!("[ha.track]\n{t}\n")),
         );
         write(&conf, &text)?;
         Ok((conf, log, control))

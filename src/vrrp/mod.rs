@@ -24,6 +24,7 @@ mod counters;
 mod router;
 #[cfg(test)]
 mod sim;
+pub mod track;
 
 use std::fmt;
 use std::net::Ipv4Addr;
