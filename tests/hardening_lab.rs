@@ -973,3 +973,108 @@ fn g_track_own_port_down_on_the_master_moves_the_vip_and_back() {
     c.wait_answer("n1", t, bound, "port back: n1 preempts");
     c.wait_sole_holder("n1", Duration::from_secs(1), "after the port is back");
 }
+
+/// A flood of control connections (held open, and opened and closed as fast as 4 threads
+/// can) on the master at 100 ms adverts: the 17th concurrent one is told `busy`, the adverts
+/// keep their pace (no gap near the backup's Master_Down_Interval: the backup never takes
+/// over), and `status` answers again once the flood ends.
+#[test]
+fn h_control_socket_flood_does_not_delay_adverts() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let Some(c) = cluster("h_control_socket_flood_does_not_delay_adverts", 2) else {
+        return;
+    };
+    let interval = 100;
+    let d: Vec<Daemon> = c
+        .nodes
+        .iter()
+        .zip([99u8, 89])
+        .map(|(h, p)| {
+            c.lab
+                .start_proxyha(h, &VrrpOpts::new(p, interval))
+                .expect("starting proxyha")
+        })
+        .collect();
+    c.wait_sole_holder("n1", Duration::from_secs(3), "election");
+    let before = c.status(&d[1]).counter("became_master");
+    let socket = d[0].control.clone().expect("control socket");
+    let watch = AdvertWatch::start(&c.client).expect("watching adverts");
+    let n1 = c.nodes[0].addr;
+    let gaps = |adverts: &[lab::Advert]| -> Duration {
+        adverts
+            .windows(2)
+            .map(|w| w[1].at - w[0].at)
+            .max()
+            .unwrap_or_default()
+    };
+    let quiet = gaps(&watch.collect_from(n1, Duration::from_secs(3)));
+
+    // 16 connections held open (silent: each waits out its 3 s read timeout).
+    let held: Vec<UnixStream> = (0..16)
+        .map(|_| UnixStream::connect(&socket).expect("connecting"))
+        .collect();
+    thread::sleep(Duration::from_millis(100));
+    let mut extra = UnixStream::connect(&socket).expect("connecting the 17th");
+    extra
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let mut answer = String::new();
+    let _ = extra.read_to_string(&mut answer);
+    assert!(
+        answer.contains("busy: 16 control connections are open"),
+        "{answer:?}"
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let opened = Arc::new(AtomicU64::new(0));
+    let flooders: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, opened, socket) = (stop.clone(), opened.clone(), socket.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(mut s) = UnixStream::connect(&socket) {
+                        let _ = s.write_all(b"{\"cmd\":\"status\"}\n");
+                        opened.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    watch.drain();
+    let flooded = watch.collect_from(n1, Duration::from_secs(5));
+    stop.store(true, Ordering::SeqCst);
+    for f in flooders {
+        let _ = f.join();
+    }
+    drop(held);
+    let flood_gap = gaps(&flooded);
+    println!(
+        "control flood: {} connections in 5 s; largest advert gap {} ms during it, {} ms before (interval {interval} ms)",
+        opened.load(Ordering::Relaxed),
+        flood_gap.as_millis(),
+        quiet.as_millis()
+    );
+    assert!(
+        flooded.len() >= 25,
+        "adverts kept coming: {}",
+        flooded.len()
+    );
+    let mdi = VrrpOpts::new(89, interval).master_down_interval();
+    assert!(
+        flood_gap < mdi,
+        "an advert gap of {flood_gap:?} would let the backup take over"
+    );
+    assert_eq!(
+        c.status(&d[1]).counter("became_master"),
+        before,
+        "no false takeover"
+    );
+    c.wait_sole_holder("n1", Duration::from_millis(100), "after the flood");
+    let ok = lab::wait_for(Duration::from_secs(5), Duration::from_millis(100), || {
+        c.lab.status(&d[0]).ok()
+    });
+    assert!(ok.is_some(), "status answers after the flood");
+}

@@ -64,12 +64,41 @@ impl Drop for ControlServer {
     }
 }
 
+/// Control connections served at once; more are answered `busy` and closed at once, so a
+/// flood of connections costs an accept each and never grows memory or delays the VRRP loop.
+pub const MAX_CONNECTIONS: usize = 16;
+
 async fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Pending>) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut refused: u64 = 0;
+    let mut last_log: Option<std::time::Instant> = None;
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(serve(stream, tx.clone()));
-            }
+            Ok((stream, _)) => match slots.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        serve(stream, tx).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    refused += 1;
+                    let busy = Response::Error(format!(
+                        "busy: {MAX_CONNECTIONS} control connections are open; try again"
+                    ));
+                    // Never wait on a flooding peer: one non-blocking write, then close.
+                    let _ = stream.try_write(&encode_line(&busy));
+                    drop(stream);
+                    let now = std::time::Instant::now();
+                    if last_log.is_none_or(|t| now.duration_since(t).as_secs() >= 10) {
+                        log::warn!(
+                            "control socket: {MAX_CONNECTIONS} connections open, {refused} refused so far"
+                        );
+                        last_log = Some(now);
+                    }
+                }
+            },
             Err(e) => {
                 log::warn!("control socket: accept failed: {e}");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
