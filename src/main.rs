@@ -188,6 +188,8 @@ fn main() -> ExitCode {
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // The blocking pool's threads would inherit the VRRP loop's real-time policy.
+        .on_thread_start(proxyha::daemon::normal_scheduling)
         .build()
 }
 

@@ -138,6 +138,8 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
                 unicast_peers,
                 vrrp_sources,
                 track,
+                rt_priority,
+                lock_memory,
             },
         control: Control { socket, state_dir },
         log: Log {
@@ -239,6 +241,8 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
 
     // Only at the next start.
     let n = &mut p.next_start;
+    change_opt(n, "rt_priority", &o.ha.rt_priority, rt_priority);
+    change(n, "lock_memory", &o.ha.lock_memory, lock_memory);
     let show = |p: &std::path::Path| p.display().to_string();
     change(n, "control.socket", &show(&o.control.socket), &show(socket));
     change(

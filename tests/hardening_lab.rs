@@ -1078,3 +1078,71 @@ fn h_control_socket_flood_does_not_delay_adverts() {
     });
     assert!(ok.is_some(), "status answers after the flood");
 }
+
+/// `ha.rt_priority` + `ha.lock_memory`: the VRRP loop (the main thread) runs SCHED_FIFO at
+/// that priority, the data-path worker at normal priority, and the memory is locked.
+#[test]
+fn i_realtime_vrrp_loop_and_normal_worker() {
+    let Some(c) = cluster("i_realtime_vrrp_loop_and_normal_worker", 1) else {
+        return;
+    };
+    c.nodes[0].serve_name(9090).expect("listener");
+    let d = c
+        .lab
+        .start_proxyha(
+            &c.nodes[0],
+            &VrrpOpts::new(99, 100).redirects(&[9090]).realtime(20),
+        )
+        .expect("starting proxyha");
+    c.wait_sole_holder("n1", Duration::from_secs(3), "election");
+    // /proc/PID/task/TID/stat: comm in parentheses, then fields from 3 on; policy is field 41,
+    // rt_priority field 40.
+    let sched = |tid: &str| -> (String, u32, u32) {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/task/{tid}/stat", d.pid)).unwrap_or_default();
+        let comm = stat
+            .split('(')
+            .nth(1)
+            .and_then(|s| s.split(')').next())
+            .unwrap_or("")
+            .to_string();
+        let rest: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let field = |n: usize| rest.get(n - 3).and_then(|v| v.parse().ok()).unwrap_or(99);
+        (comm, field(40), field(41))
+    };
+    let tasks: Vec<(String, u32, u32)> = std::fs::read_dir(format!("/proc/{}/task", d.pid))
+        .expect("tasks")
+        .filter_map(|e| e.ok())
+        .map(|e| sched(&e.file_name().to_string_lossy()))
+        .collect();
+    println!("threads (comm, rt_priority, policy): {tasks:?}");
+    let main = sched(&d.pid.to_string());
+    assert_eq!(
+        (main.1, main.2),
+        (20, 1),
+        "the VRRP loop runs SCHED_FIFO 20: {tasks:?}"
+    );
+    let worker = tasks
+        .iter()
+        .find(|t| t.0 == "dataplane")
+        .expect("the data-path worker");
+    assert_eq!(
+        (worker.1, worker.2),
+        (0, 0),
+        "the worker runs SCHED_OTHER: {tasks:?}"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid)).unwrap_or_default();
+    let locked = status
+        .lines()
+        .find(|l| l.starts_with("VmLck:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(locked > 0, "memory locked: {status}");
+    assert!(lines(&d, "VRRP loop: SCHED_FIFO priority 20") == 1);
+}

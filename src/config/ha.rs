@@ -185,6 +185,22 @@ impl Cx<'_> {
             }),
             None => Some(Track::default()),
         };
+        let rt_priority = match s.get("rt_priority") {
+            Some(v) => self
+                .int_in(
+                    "ha.rt_priority",
+                    v,
+                    1..=99,
+                    "must be a SCHED_FIFO priority 1..=99 (keepalived's vrrp_rt_priority; leave it \
+                     out for normal scheduling)",
+                )
+                .map(|n| Some(n as u8)),
+            None => Some(None),
+        };
+        let lock_memory = match s.get("lock_memory") {
+            Some(v) => self.boolean("ha.lock_memory", v),
+            None => Some(false),
+        };
         Some(Ha {
             interface: interface?,
             virtual_ip: virtual_ip?,
@@ -204,6 +220,8 @@ impl Cx<'_> {
             unicast_peers: unicast_peers?,
             vrrp_sources: vrrp_sources?,
             track: track?,
+            rt_priority: rt_priority?,
+            lock_memory: lock_memory?,
         })
     }
 

@@ -190,6 +190,10 @@ pub struct Ha {
     pub vrrp_sources: Vec<Ipv4Addr>,
     /// `[ha.track]`: checks that lower the priority or force FAULT.
     pub track: Track,
+    /// SCHED_FIFO priority (1..=99) of the VRRP loop; `None`: normal scheduling.
+    pub rt_priority: Option<u8>,
+    /// Lock the daemon's memory (mlockall), so the VRRP loop is never paged out.
+    pub lock_memory: bool,
 }
 
 impl Ha {
@@ -470,6 +474,8 @@ const HA_KEYS: &[&str] = &[
     "unicast_peers",
     "vrrp_sources",
     "track",
+    "rt_priority",
+    "lock_memory",
 ];
 const CONTROL_KEYS: &[&str] = &["socket", "state_dir"];
 const LOG_KEYS: &[&str] = &["target", "level", "remote"];

@@ -305,6 +305,8 @@ builtin_proxy = false
                 unicast_peers: vec![],
                 vrrp_sources: vec![],
                 track: Track::default(),
+                rt_priority: None,
+                lock_memory: false,
             },
             control: Control {
                 socket: "/tmp/p.sock".into(),
@@ -681,7 +683,7 @@ fn unknown_keys_in_every_section() {
         ha_error("prority = 5"),
         "proxyha.toml:4:1: unknown key ha.prority (did you mean priority?); allowed keys in [ha]: \
          interface, virtual_ip, virtual_router_id, lb_id, priority, advert_interval_ms, preempt, \
-         vrrp_version, vrrp_checksum, port_redirects, sticky_idle_s, mode, auth_key, auth_key_file, drain, unicast_peers, vrrp_sources, track"
+         vrrp_version, vrrp_checksum, port_redirects, sticky_idle_s, mode, auth_key, auth_key_file, drain, unicast_peers, vrrp_sources, track, rt_priority, lock_memory"
     );
     assert_eq!(
         error(&format!("{MINIMAL}[control]\npath = \"/x\"\n")),

@@ -10,8 +10,10 @@ mod handover;
 pub mod maintenance;
 pub mod netlink;
 mod network;
+mod realtime;
 mod reload;
 pub use atomic::{write_atomic, write_atomic_mode};
+pub use realtime::normal_scheduling;
 mod sockets;
 mod track;
 mod trial;
@@ -246,6 +248,10 @@ pub async fn run(
     router.handle_startup(Instant::now(), shell.link_for_core());
     shell.execute(&mut router).await;
     shell.drive_cluster(&router);
+
+    // The threads that exist now (the data-path worker) and later reset themselves to
+    // normal scheduling; only this loop runs real-time.
+    realtime::apply(shell.config.ha.rt_priority, shell.config.ha.lock_memory);
 
     tokio::pin!(shutdown);
     let mut abuf = vec![0u8; 1500];

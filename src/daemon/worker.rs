@@ -39,7 +39,11 @@ impl Worker {
         let (tx, rx) = mpsc::channel::<Cmd>();
         let thread = std::thread::Builder::new()
             .name("dataplane".into())
-            .spawn(move || serve(&mut NftDataplane::new(NftOptions::default()), &rx, &done))?;
+            .spawn(move || {
+                // Never real-time: nft and netlink dumps must not starve the adverts.
+                super::realtime::normal_scheduling();
+                serve(&mut NftDataplane::new(NftOptions::default()), &rx, &done)
+            })?;
         Ok(Worker {
             tx,
             thread: Some(thread),

@@ -56,6 +56,9 @@ pub struct VrrpOpts {
     pub vrrp_sources: Vec<Ipv4Addr>,
     /// The body of proxyha's `[ha.track]` table (TOML lines), if any.
     pub track: Option<String>,
+    /// Real-time VRRP: proxyha `ha.rt_priority` + `ha.lock_memory`; keepalived
+    /// `vrrp_rt_priority` + `vrrp_no_swap`.
+    pub rt_priority: Option<u8>,
 }
 
 impl VrrpOpts {
@@ -76,7 +79,14 @@ impl VrrpOpts {
             unicast_peers: Vec::new(),
             vrrp_sources: Vec::new(),
             track: None,
+            rt_priority: None,
         }
+    }
+
+    /// Real-time scheduling of the VRRP loop at `priority`, memory locked (both daemons).
+    pub fn realtime(mut self, priority: u8) -> VrrpOpts {
+        self.rt_priority = Some(priority);
+        self
     }
 
     /// proxyha's `[ha.track]` with these TOML lines.
@@ -257,7 +267,7 @@ preempt = {preempt}
 vrrp_version = {ver}
 port_redirects = [{redirects}]
 mode = "{mode}"
-{auth_key}{drain}{peers}{sources}{track}
+{auth_key}{drain}{peers}{sources}{rt}{track}
 [control]
 socket = "{control}"
 state_dir = "{state_dir}"
@@ -298,6 +308,9 @@ level = "debug"
             log = log.display(),
             peers = toml_list("unicast_peers", &opts.unicast_peers),
             sources = toml_list("vrrp_sources", &opts.vrrp_sources),
+            rt = opts.rt_priority.map_or(String::new(), |p| {
+                format!("rt_priority = {p}\nlock_memory = true\n")
+            }),
             track = opts
                 .track
                 .as_ref()
@@ -343,10 +356,19 @@ level = "debug"
                 )
             },
             // keepalived speaks v2 unless told otherwise: leave v2 at its default.
-            global = if opts.vrrp_version == 3 {
-                "global_defs {\n    vrrp_version 3\n}\n"
-            } else {
-                ""
+            global = {
+                let mut g = String::new();
+                if opts.vrrp_version == 3 {
+                    g.push_str("    vrrp_version 3\n");
+                }
+                if let Some(p) = opts.rt_priority {
+                    g.push_str(&format!("    vrrp_rt_priority {p}\n    vrrp_no_swap\n"));
+                }
+                if g.is_empty() {
+                    g
+                } else {
+                    format!("global_defs {{\n{g}}}\n")
+                }
             },
             vrid = opts.vrid,
             prio = opts.priority,

@@ -22,6 +22,7 @@ mod filter;
 mod ops;
 pub mod pins;
 mod probe;
+pub mod soak;
 
 pub use cgroup::CpuCgroup;
 pub use daemons::{Daemon, Kind, Status, VrrpOpts};
@@ -802,6 +803,12 @@ impl Host {
     /// A long-lived echo server on `port`: greets each connection with the host name and a
     /// newline, then echoes until the peer closes or the lab stops (its own thread each).
     pub fn serve_echo(&self, port: u16) -> io::Result<()> {
+        self.serve_echo_stoppable(port).map(|_| ())
+    }
+
+    /// [`Host::serve_echo`] whose listener stops when the returned flag is set (the
+    /// connections already open go on).
+    pub fn serve_echo_stoppable(&self, port: u16) -> io::Result<Arc<AtomicBool>> {
         let name = self.name.clone();
         self.serve_tcp(port, move |mut s, _, stop| {
             let name = name.clone();
@@ -830,7 +837,6 @@ impl Host {
                 }
             });
         })
-        .map(|_| ())
     }
 
     pub(crate) fn lab_dir(&self) -> &Path {

@@ -160,6 +160,15 @@ pub fn gap(samples: &[Sample], event: Instant, new_owner: &str) -> Option<Gap> {
     })
 }
 
+/// The longest stretch between two answered probes (any cause), zero with fewer than two.
+pub fn max_outage(samples: &[Sample]) -> Duration {
+    let ok: Vec<&Sample> = samples.iter().filter(|s| s.answer.is_some()).collect();
+    ok.windows(2)
+        .map(|w| w[1].start.saturating_duration_since(w[0].end))
+        .max()
+        .unwrap_or_default()
+}
+
 /// A received VRRP datagram (IP header included) and when it arrived.
 #[derive(Debug, Clone)]
 pub struct Advert {
@@ -232,6 +241,11 @@ impl AdvertWatch {
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
             }
         }
+    }
+
+    /// The next advert from anyone, within `limit`.
+    pub fn next_any(&self, limit: Duration) -> Option<Advert> {
+        self.rx.recv_timeout(limit).ok()
     }
 
     /// Collects every advert from `src` for `span`.
