@@ -10,6 +10,7 @@ mod handover;
 pub mod maintenance;
 pub mod netlink;
 mod network;
+mod preempt;
 mod realtime;
 mod reload;
 pub use atomic::{write_atomic, write_atomic_mode};
@@ -99,6 +100,8 @@ struct Shell {
     /// `[ha.track]`: the tracker, and the ARP socket hearing the gateway (when tracked).
     track: crate::vrrp::track::Tracker,
     arp: Option<sockets::ArpSocket>,
+    /// Since when preemption waits for the director's pins (see `preempt`).
+    preempt_hold: Option<Instant>,
 }
 
 /// The membership core and its I/O: protocol-253 socket, load sampler, data-path worker.
@@ -217,6 +220,7 @@ pub async fn run(
         exit: false,
         track,
         arp,
+        preempt_hold: None,
     };
     log::info!(
         "proxyha {} starting on {ifname} ({primary}), VRID {}, priority {}, VIP {vip}, link {}",
@@ -244,6 +248,7 @@ pub async fn run(
         );
         shell.trial = Some((t, health));
     }
+    shell.feed_slaves();
     shell.apply_track(&mut router);
     router.handle_startup(Instant::now(), shell.link_for_core());
     shell.execute(&mut router).await;
@@ -350,6 +355,7 @@ pub async fn run(
                     if lb.cluster.poll_timeout().is_some_and(|t| t <= now) {
                         // A period starts: sample first so the report carries fresh load.
                         let listening = lb.sample();
+                        shell.track.set_ports(lb.ports_listening.clone());
                         if let Some((_, h)) = shell.trial.as_mut() {
                             h.proxy_listening(listening);
                         }
@@ -819,6 +825,7 @@ impl Shell {
         let Some(lb) = self.lb.as_mut() else {
             return;
         };
+        lb.cluster.set_preempted(router.preempted());
         lb.cluster
             .set_role(Instant::now(), router.state() == State::Master);
         while let Some(t) = lb.cluster.poll_transmit() {
@@ -846,6 +853,7 @@ impl Shell {
                     }
                 }
                 self.bond = Some(new);
+                self.feed_slaves();
             }
             Ok(None) => {}
             Err(e) => log::warn!("reading bond {}: {e}", self.link.name),

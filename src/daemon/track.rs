@@ -39,13 +39,23 @@ impl Shell {
         (tracker, socket)
     }
 
-    /// The core's settings for `config`, at the priority tracking allows now.
-    pub(super) fn router_cfg(&self, config: &Config) -> RouterConfig {
+    /// The core's settings for `config` (the running one, or a reload's), at the priority
+    /// tracking allows now, preempting only when the preempt hold allows it.
+    pub(super) fn router_cfg(&mut self, config: &Config) -> RouterConfig {
+        let (priority, preempt) = self.wanted(config.ha.priority, config.ha.preempt);
         let mut c = router_config(config, self.primary);
-        if c.priority != 0 {
-            c.priority = self.track.current().priority;
-        }
+        c.priority = priority;
+        c.preempt = preempt;
         c
+    }
+
+    /// (priority, preempt) the core must run at, for the configured `base` and `preempt`.
+    fn wanted(&mut self, base: u8, preempt: bool) -> (u8, bool) {
+        let priority = match base {
+            0 => 0,
+            _ => self.track.current().priority,
+        };
+        (priority, preempt && self.preempt_now())
     }
 
     /// The link as the core must see it: up, and no tracked check forcing FAULT.
@@ -92,11 +102,8 @@ impl Shell {
         }
     }
 
-    /// Feeds the tracker what the shell knows now, and applies a changed verdict.
-    pub(super) fn apply_track(&mut self, router: &mut Router) {
-        if self.config.ha.track.is_empty() {
-            return;
-        }
+    /// The bond's slaves to the tracker (at start and on every bond change).
+    pub(super) fn feed_slaves(&mut self) {
         let slaves = self
             .bond
             .as_ref()
@@ -108,20 +115,31 @@ impl Shell {
             })
             .unwrap_or_default();
         self.track.set_slaves(slaves);
-        if let Some(lb) = &self.lb {
-            self.track.set_ports(lb.ports_listening.clone());
-        }
-        let before = self.link_for_core();
+    }
+
+    /// After every input: a changed verdict of the tracker, and the preempt hold, reach the
+    /// core (only what changed; nothing is rebuilt otherwise).
+    pub(super) fn apply_track(&mut self, router: &mut Router) {
         let now = Instant::now();
-        let Some(v) = self.track.verdict(now) else {
-            return;
+        let before = self.link_for_core();
+        let verdict = if self.config.ha.track.is_empty() {
+            None
+        } else {
+            self.track.verdict(now)
         };
-        let cfg = self.router_cfg(&self.config);
-        if router.config().priority != cfg.priority && !router.reconfigure(now, cfg) {
-            log::error!("track: the VRRP core refused the new priority");
+        let (priority, preempt) = self.wanted(self.config.ha.priority, self.config.ha.preempt);
+        if router.config().priority != priority || router.config().preempt != preempt {
+            let mut c = router_config(&self.config, self.primary);
+            c.priority = priority;
+            c.preempt = preempt;
+            if !router.reconfigure(now, c) {
+                log::error!("track: the VRRP core refused the new priority or preempt mode");
+            }
         }
         let after = self.link_for_core();
-        if before != after || (v.fault && router.state() != crate::vrrp::State::Fault) {
+        if let Some(v) = verdict
+            && (before != after || (v.fault && router.state() != crate::vrrp::State::Fault))
+        {
             router.handle_link(now, after);
         }
     }

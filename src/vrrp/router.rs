@@ -114,6 +114,10 @@ pub struct Router {
     /// Last mismatching address list logged per sender (so each change is logged once),
     /// and when it was last heard (status shows recent ones).
     vip_mismatch_seen: HashMap<Ipv4Addr, (Vec<Ipv4Addr>, Instant)>,
+    /// Backup, preempting: the lower-priority master whose advert we last discarded, and when.
+    preempting: Option<(Ipv4Addr, Instant)>,
+    /// Master: the live master we preempted to get here (`None`: it was silent or resigned).
+    preempted: Option<Ipv4Addr>,
     /// A master handing over to a named successor (planned stop between proxyha nodes):
     /// silent, VIP kept until the successor holds it, lower adverts not answered.
     handing_over: bool,
@@ -239,6 +243,8 @@ impl Router {
             discard_log: HashMap::new(),
             vip_mismatch_seen: HashMap::new(),
             handing_over: false,
+            preempting: None,
+            preempted: None,
             cfg,
         }
     }
@@ -650,6 +656,15 @@ impl Router {
         self.become_master(now);
     }
 
+    /// As master: the live, lower-priority master this node preempted to become master
+    /// (`None` when the old master was silent, resigned or unknown).
+    pub fn preempted(&self) -> Option<Ipv4Addr> {
+        match self.state {
+            State::Master => self.preempted,
+            _ => None,
+        }
+    }
+
     pub fn is_handing_over(&self) -> bool {
         self.handing_over
     }
@@ -662,6 +677,7 @@ impl Router {
             if self.master.is_some_and(|(addr, _)| addr == src) {
                 self.master = None;
             }
+            self.preempting = None;
             self.master_down_at = after(now, self.skew_time());
             info!(
                 "{} master {src} resigned (priority 0), waiting Skew_Time",
@@ -671,6 +687,7 @@ impl Router {
             self.follow(now, src, priority, interval);
         } else {
             // Preempt: let Master_Down_Timer run out and take over from a lower master.
+            self.preempting = Some((src, now));
             debug!(
                 "{} discarding lower priority advert from {src} ({priority} < {}), preempting",
                 self.name, self.cfg.priority
@@ -700,6 +717,7 @@ impl Router {
 
     /// Record the master and restart Master_Down_Timer at its interval.
     fn follow(&mut self, now: Instant, src: Ipv4Addr, priority: u8, interval: Duration) {
+        self.preempting = None;
         if self.master != Some((src, priority)) {
             info!("{} following master {src} (priority {priority})", self.name);
         }
@@ -753,6 +771,14 @@ impl Router {
     /// advert first (backups stop their timers), then the VIPs, then gratuitous ARPs
     /// (only once the VIP is ours may neighbours be pointed at us).
     fn become_master(&mut self, now: Instant) {
+        // Preempting a master that still advertised within our timer: it lives on as a
+        // backup (its clients stay where they are, the director layer keeps their pins).
+        let mdi = self.master_down_interval();
+        self.preempted = self
+            .preempting
+            .take()
+            .filter(|(_, at)| now.saturating_duration_since(*at) <= mdi)
+            .map(|(a, _)| a);
         self.master = None;
         self.master_down_at = None;
         self.set_state(now, State::Master);

@@ -706,6 +706,16 @@ fn returning_higher_priority_router_preempts_after_its_master_down_interval() {
     assert_eq!(sim.router(1).master(), Some(addr(11)));
     assert_logged("Received higher prio advert");
     assert_logged("state=backup previous=master");
+    // The director layer learns whom it preempted (alive) and whom it replaced (failed).
+    assert_eq!(sim.router(0).preempted(), Some(addr(12)));
+    sim.crash(0);
+    sim.run_to(60 * SEC);
+    assert_eq!(sim.masters(), vec![1]);
+    assert_eq!(
+        sim.router(1).preempted(),
+        None,
+        "n1 was silent: no preemption"
+    );
 }
 
 /// RFC 9568 §6.4.2 with Preempt_Mode False: every advert resets the timer, so a

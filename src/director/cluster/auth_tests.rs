@@ -149,3 +149,56 @@ fn unlisted_and_forged_senders_cannot_join_or_steer() {
     assert_eq!(d.counters()["rx_reports"], 0);
     assert_eq!(d.nodes(t0).len(), 1, "nobody joined");
 }
+
+/// A returning higher-priority node that preempts a live director keeps that director in
+/// the pool and its clients' pins (the old director goes on serving as a scanning node); one
+/// that replaces a failed director drops the failed one's pins.
+#[test]
+fn preempting_a_live_director_keeps_its_pins_and_membership() {
+    let t0 = Instant::now();
+    for (alive, want_kept) in [(true, true), (false, false)] {
+        let mut b = keyed("b", B, 1, t0);
+        let mut a = keyed("a", A, 2, t0);
+        // b directs; a is a standby holding b's pins (one client pinned to b itself).
+        b.set_role(t0, true);
+        let mut n = vec![b, a];
+        run(&mut n, &[true, true], t0, t0 + 3 * SEC);
+        a = n.pop().expect("a");
+        let client = Ipv4Addr::new(10, 99, 0, 7);
+        let pins = membership::Message::Pins(membership::Pins {
+            director: B,
+            epoch: n[0].epoch,
+            kind: membership::PinsKind::Full {
+                cycle: 1,
+                page: 0,
+                pages: 1,
+                age_ms: 0,
+            },
+            pins: vec![membership::Assignment {
+                client,
+                port: 9090,
+                node: B,
+                idle_ms: 0,
+            }],
+            removed: vec![],
+        });
+        let bytes = n[0].seal(&pins).expect("encodes");
+        a.handle_datagram(t0 + 3 * SEC, B, &bytes);
+        assert_eq!(a.pins_held(), 1, "a holds b's pin");
+        let t = t0 + 4 * SEC;
+        a.set_preempted(if alive { Some(B) } else { None });
+        a.set_role(t, true);
+        let d = a.poll_desired().expect("director data path");
+        let kept = match &d.role {
+            Role::Director(s) => !s.sticky_void.iter().any(|e| e.client == client),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(kept, want_kept, "alive {alive}");
+        let members: Vec<Ipv4Addr> = a.nodes(t).iter().map(|m| m.address).collect();
+        assert_eq!(
+            members.contains(&B),
+            want_kept,
+            "alive {alive}: {members:?}"
+        );
+    }
+}

@@ -279,6 +279,8 @@ pub struct Cluster {
     /// With `auth_key`: our next sequence number, and each sender's newest accepted one.
     seq: u64,
     fresh_seen: HashMap<Ipv4Addr, Freshness>,
+    /// Set by the shell before the role change: the VRRP master this node preempted, alive.
+    preempted: Option<Ipv4Addr>,
     /// When each (sender, reason) discard was last logged.
     discard_log: HashMap<(Ipv4Addr, &'static str), Instant>,
 }
@@ -349,6 +351,7 @@ impl Cluster {
             handover_signals: VecDeque::new(),
             seq: 0,
             fresh_seen: HashMap::new(),
+            preempted: None,
             discard_log: HashMap::new(),
         }
     }
@@ -359,6 +362,12 @@ impl Cluster {
 
     pub fn counters(&self) -> &BTreeMap<&'static str, u64> {
         &self.counters
+    }
+
+    /// The VRRP core became master by preempting `master`, which still advertised: call
+    /// before [`Cluster::set_role`], which then keeps that director's pins and membership.
+    pub fn set_preempted(&mut self, master: Option<Ipv4Addr>) {
+        self.preempted = master;
     }
 
     pub fn is_director(&self) -> bool {
@@ -405,6 +414,10 @@ impl Cluster {
         if director {
             self.epoch += 1;
             let previous = self.director;
+            // A previous director we preempted lives on as a scanning node: it stays a member
+            // and keeps its clients; one that failed or stepped down leaves the pool.
+            let alive = self.preempted.take().is_some_and(|p| Some(p) == previous);
+            let gone = if alive { None } else { previous };
             self.director = Some(self.cfg.self_addr);
             self.members.retain(|a, _| *a == self.cfg.self_addr);
             // Continue the previous director's work (issue 3 §6): the members it announced
@@ -413,8 +426,8 @@ impl Cluster {
             // loaded into the kernel, so established connections to surviving nodes keep
             // their node. The previous director itself is left out: we direct because it
             // is gone or stepped down, and if alive it rejoins with its next report.
-            self.seed_members(now, previous);
-            self.start_directing_pins(now, previous);
+            self.seed_members(now, gone);
+            self.start_directing_pins(now, gone);
             self.table_nodes.clear();
             // A new director starts from fresh tables (see ARCHITECTURE.md, Scheduler).
             self.tables.clear();

@@ -67,6 +67,16 @@ impl Cluster {
         }
     }
 
+    /// Whether taking the director role now would keep the clients' pins: we direct, no
+    /// other director is known, or we hold a complete copy of its pins. A returning
+    /// higher-priority node waits for this before it preempts (the shell's preempt hold).
+    pub fn has_pins_copy(&self, now: Instant) -> bool {
+        self.director_role
+            || self.director.is_none()
+            || self.cfg.sticky_idle_s == 0
+            || self.held.age(now).is_some()
+    }
+
     /// Live pins per node (the director's), for status.
     pub(super) fn pinned(&self) -> BTreeMap<Ipv4Addr, u64> {
         self.outbox.per_node()
