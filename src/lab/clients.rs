@@ -153,6 +153,37 @@ pub fn tally(
     (per, by_src)
 }
 
+/// A long-lived connection from `client` to `vip:port` on an echo server
+/// ([`Host::serve_echo`]), with the name its greeting line gives; the stream is left with a
+/// read timeout of `read_timeout` for the exchanges that follow.
+pub fn greeted(
+    client: &Host,
+    vip: Ipv4Addr,
+    port: u16,
+    read_timeout: Duration,
+) -> io::Result<(std::net::TcpStream, String)> {
+    let stream = client.run_in(move || {
+        std::net::TcpStream::connect_timeout(
+            &SocketAddr::V4(SocketAddrV4::new(vip, port)),
+            Duration::from_secs(2),
+        )
+    })??;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while let Ok(1) = (&stream).read(&mut b) {
+        if b[0] == b'\n' {
+            break;
+        }
+        line.push(b[0]);
+    }
+    if line.is_empty() {
+        return Err(io::Error::other(format!("no greeting from {vip}:{port}")));
+    }
+    stream.set_read_timeout(Some(read_timeout))?;
+    Ok((stream, String::from_utf8_lossy(&line).into_owned()))
+}
+
 impl Lab {
     /// The layout of the load-sharing tests: a client namespace `c` (octet 50) and nodes
     /// `n1..=n<count>` (octets 11…).

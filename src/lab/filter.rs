@@ -24,10 +24,13 @@ impl Lab {
         )
     }
 
-    /// Creates the table and its forward chain once.
+    /// Declares the table and its two forward chains (idempotent: `table { … }` adds): the
+    /// partition's own, hooked first, and the one for the multicast rules.
     fn ensure_table(&self) -> io::Result<()> {
         self.nft(&format!(
-            "table bridge {TABLE} {{\n  chain forward {{ type filter hook forward priority 0; policy accept; }}\n}}\n"
+            "table bridge {TABLE} {{\n\
+             \x20 chain partition {{ type filter hook forward priority -1; policy accept; }}\n\
+             \x20 chain forward {{ type filter hook forward priority 0; policy accept; }}\n}}\n"
         ))
         .map(|_| ())
     }
@@ -109,8 +112,7 @@ impl Lab {
         };
         let (sa, sb) = (set(a), set(b));
         self.nft(&format!(
-            "add chain bridge {TABLE} partition\n\
-             insert rule bridge {TABLE} forward jump partition\n\
+            "flush chain bridge {TABLE} partition\n\
              add rule bridge {TABLE} partition iifname {{ {sa} }} oifname {{ {sb} }} counter drop comment \"partition\"\n\
              add rule bridge {TABLE} partition iifname {{ {sb} }} oifname {{ {sa} }} counter drop comment \"partition\"\n"
         ))

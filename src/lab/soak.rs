@@ -12,7 +12,7 @@
 //! Used by `examples/soak.rs` (any length); the 3-minute CI variant waits until it passes (see the issue note).
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -222,17 +222,14 @@ pub fn run(
                 daemons[i] = lab.start_proxyha(h, &opts[i])?;
             }
             Fault::Sigterm | Fault::Restart => {
-                if let Err(e) = lab.stop(&daemons[i], Duration::from_secs(10)) {
-                    report
-                        .violations
-                        .push(format!("{fault:?} on {}: {e}", h.name));
-                }
-                report.stop_checks += 1;
-                for left in leftovers(h, vip) {
-                    report
-                        .violations
-                        .push(format!("after {fault:?} of {}: {left}", h.name));
-                }
+                stop_and_check(
+                    &lab,
+                    &daemons[i],
+                    h,
+                    vip,
+                    &format!("{fault:?}"),
+                    &mut report,
+                );
                 if fault == Fault::Sigterm {
                     std::thread::sleep(Duration::from_secs(3));
                 }
@@ -277,17 +274,7 @@ pub fn run(
     report.max_outage = super::probe::max_outage(&prober.samples());
     prober.stop();
     for (d, h) in daemons.iter().zip(&nodes) {
-        if let Err(e) = lab.stop(d, Duration::from_secs(10)) {
-            report
-                .violations
-                .push(format!("final stop of {}: {e}", h.name));
-        }
-        report.stop_checks += 1;
-        for left in leftovers(h, vip) {
-            report
-                .violations
-                .push(format!("after the final stop of {}: {left}", h.name));
-        }
+        stop_and_check(&lab, d, h, vip, "the final stop", &mut report);
     }
     report.flows_opened = *opened.lock().unwrap_or_else(|p| p.into_inner());
 
@@ -335,30 +322,9 @@ pub fn run(
 }
 
 fn open_flow(client: &Host, vip: Ipv4Addr) -> io::Result<Flow> {
-    let stream = client.run_in(move || {
-        TcpStream::connect_timeout(
-            &SocketAddr::V4(SocketAddrV4::new(vip, PORT)),
-            Duration::from_secs(1),
-        )
-    })??;
-    stream.set_read_timeout(Some(Duration::from_secs(1)))?;
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    while let Ok(1) = (&stream).read(&mut b) {
-        if b[0] == b'\n' {
-            break;
-        }
-        line.push(b[0]);
-    }
-    if line.is_empty() {
-        return Err(io::Error::other("no greeting"));
-    }
-    stream.set_read_timeout(Some(Duration::from_millis(300)))?;
+    let (stream, node) = super::clients::greeted(client, vip, PORT, Duration::from_millis(300))?;
     stream.set_write_timeout(Some(Duration::from_millis(300)))?;
-    Ok(Flow {
-        stream,
-        node: String::from_utf8_lossy(&line).into_owned(),
-    })
+    Ok(Flow { stream, node })
 }
 
 /// One round trip; only a reset or a close counts as lost (a stall during a failover does
@@ -383,6 +349,19 @@ fn exchange(f: &mut Flow) -> Result<(), String> {
             Ok(())
         }
         Err(e) => Err(format!("read: {e}")),
+    }
+}
+
+/// SIGTERM and wait; a slow exit or anything the node left behind is a violation.
+fn stop_and_check(lab: &Lab, d: &Daemon, h: &Host, vip: Ipv4Addr, what: &str, report: &mut Report) {
+    if let Err(e) = lab.stop(d, Duration::from_secs(10)) {
+        report.violations.push(format!("{what} of {}: {e}", h.name));
+    }
+    report.stop_checks += 1;
+    for left in leftovers(h, vip) {
+        report
+            .violations
+            .push(format!("after {what} of {}: {left}", h.name));
     }
 }
 

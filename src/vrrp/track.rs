@@ -65,6 +65,9 @@ pub struct Tracker {
     last_reply: Option<Instant>,
     next_probe: Option<Instant>,
     last: Option<Verdict>,
+    /// An input changed (or a probe period passed) since the last verdict: the shell asks
+    /// after every event, and only then is anything recomputed.
+    dirty: bool,
 }
 
 impl Tracker {
@@ -88,6 +91,7 @@ impl Tracker {
             last_reply: None,
             next_probe: None,
             last: None,
+            dirty: true,
         };
         t.reconfigure(track, gateway, base, advert_interval, now);
         t
@@ -115,27 +119,33 @@ impl Tracker {
         self.track = track;
         self.gateway = gateway;
         self.base = base;
+        self.dirty = true;
         self.period = advert_interval.max(MIN_PROBE_PERIOD);
     }
 
     /// The bond slaves of the HA interface and whether each is up.
     pub fn set_slaves(&mut self, slaves: Vec<(String, bool)>) {
+        self.dirty |= self.slaves != slaves;
         self.slaves = slaves;
     }
 
     /// This node's redirected listener ports and whether each listens.
     pub fn set_ports(&mut self, ports: Vec<(u16, bool)>) {
+        self.dirty |= self.ports != ports;
         self.ports = ports;
     }
 
     /// An ARP packet from the gateway arrived.
     pub fn gateway_heard(&mut self, now: Instant) {
         self.last_reply = Some(now);
+        self.dirty = true;
     }
 
     /// The gateway to probe, if a probe is due at `now` (the next one is then scheduled).
     pub fn poll_probe(&mut self, now: Instant) -> Option<Ipv4Addr> {
         let due = self.next_probe.filter(|t| *t <= now)?;
+        // The gateway's silence is judged once a period, with the probe.
+        self.dirty = true;
         let next = due + self.period;
         self.next_probe = Some(if next > now { next } else { now + self.period });
         self.gateway
@@ -148,6 +158,9 @@ impl Tracker {
 
     /// The verdict at `now`, `Some` only when it differs from the last one returned (logged).
     pub fn verdict(&mut self, now: Instant) -> Option<Verdict> {
+        if !std::mem::take(&mut self.dirty) {
+            return None;
+        }
         let v = self.compute(now);
         if self.last.as_ref() == Some(&v) {
             return None;
@@ -185,10 +198,11 @@ impl Tracker {
     }
 
     fn compute(&self, now: Instant) -> Verdict {
-        let mut items = Vec::new();
+        // Each check with its effect, in status order.
+        let mut checks: Vec<(TrackItem, Effect)> = Vec::new();
         if let Some(e) = self.track.interfaces {
             for (name, up) in &self.slaves {
-                items.push(item(format!("interface {name}"), *up, e, "link down"));
+                checks.push((item(format!("interface {name}"), *up, e, "link down"), e));
             }
         }
         if let (Some(e), Some(gw)) = (self.track.gateway, self.gateway) {
@@ -199,22 +213,19 @@ impl Tracker {
                 Some(_) => format!("no ARP reply for {} ms", silent.as_millis()),
                 None => format!("no ARP reply since start ({} ms)", silent.as_millis()),
             };
-            items.push(item(format!("gateway {gw}"), ok, e, &detail));
+            checks.push((item(format!("gateway {gw}"), ok, e, &detail), e));
         }
         if let Some(e) = self.track.ports {
             for (port, up) in &self.ports {
-                items.push(item(format!("port {port}"), *up, e, "not listening"));
+                checks.push((item(format!("port {port}"), *up, e, "not listening"), e));
             }
         }
         let mut fault = false;
         let mut lower: u32 = 0;
-        for (i, e) in items.iter().zip(self.effects()) {
-            if i.ok {
-                continue;
-            }
+        for (_, e) in checks.iter().filter(|(i, _)| !i.ok) {
             match e {
                 Effect::Fault => fault = true,
-                Effect::Weight(w) => lower += u32::from(w),
+                Effect::Weight(w) => lower += u32::from(*w),
             }
         }
         let priority = if self.base == 0 {
@@ -225,23 +236,8 @@ impl Tracker {
         Verdict {
             priority,
             fault,
-            items,
+            items: checks.into_iter().map(|(i, _)| i).collect(),
         }
-    }
-
-    /// The effect of each item of [`Tracker::compute`], in the same order.
-    fn effects(&self) -> Vec<Effect> {
-        let mut out = Vec::new();
-        if let Some(e) = self.track.interfaces {
-            out.extend(self.slaves.iter().map(|_| e));
-        }
-        if let (Some(e), Some(_)) = (self.track.gateway, self.gateway) {
-            out.push(e);
-        }
-        if let Some(e) = self.track.ports {
-            out.extend(self.ports.iter().map(|_| e));
-        }
-        out
     }
 }
 
@@ -285,6 +281,12 @@ mod test {
         let v = t.verdict(t0).expect("first verdict");
         assert_eq!((v.priority, v.fault), (99, false));
         assert_eq!(t.verdict(t0), None, "unchanged");
+        t.set_ports(vec![(9090, true), (2121, true)]);
+        assert_eq!(
+            t.verdict(t0),
+            None,
+            "the same ports again: nothing recomputed"
+        );
         t.set_slaves(vec![("eth0".into(), true), ("eth1".into(), false)]);
         t.set_ports(vec![(9090, false), (2121, true)]);
         let v = t.verdict(t0).expect("changed");
@@ -327,6 +329,8 @@ mod test {
         assert_eq!(t.verdict(t0).unwrap().priority, 99, "grace at start");
         t.gateway_heard(t0 + 5 * MS);
         assert_eq!(t.verdict(t0 + 299 * MS), None, "answered 294 ms ago: fine");
+        // The shell's probe timer is what wakes the silence check.
+        assert_eq!(t.poll_probe(t0 + 305 * MS), Some(GW));
         let v = t.verdict(t0 + 305 * MS).expect("silent for 3 periods");
         assert_eq!(v.priority, 69);
         assert_eq!(v.items[0].detail, "no ARP reply for 300 ms");

@@ -37,7 +37,6 @@ fn request_frame(
     target_mac: [u8; 6],
     target: Ipv4Addr,
 ) -> [u8; FRAME_LEN] {
-    let vip = sender;
     let mut f = [0u8; FRAME_LEN];
     f[0..6].fill(0xff);
     f[6..12].copy_from_slice(&mac);
@@ -48,7 +47,7 @@ fn request_frame(
     f[19] = 4;
     f[20..22].copy_from_slice(&1u16.to_be_bytes()); // operation: request
     f[22..28].copy_from_slice(&mac);
-    f[28..32].copy_from_slice(&vip.octets());
+    f[28..32].copy_from_slice(&sender.octets());
     f[32..38].copy_from_slice(&target_mac);
     f[38..42].copy_from_slice(&target.octets());
     f
