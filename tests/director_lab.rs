@@ -634,3 +634,55 @@ fn g_a_planned_director_stop_hands_over_well_within_skew_time() {
         .count();
     assert_eq!(failed, 0, "every client served by n2/n3 after the handover");
 }
+
+/// The higher node starts while the lower one directs (a returning appliance), or both
+/// start together (two appliances powered on at once: both Master_Down timers run out
+/// within milliseconds). Either way the higher one ends directing, and the lower, now a
+/// scanning node, must be logged as joining its pool (the rolling-update image test waits
+/// for that line; a regression left a preempted director a silent provisional member). The
+/// lower node never holds back a preemption it cannot make.
+#[test]
+fn h_the_higher_node_directs_and_the_preempted_one_joins_its_pool() {
+    if !lab::require_root("h_the_higher_node_directs") {
+        return;
+    }
+    for together in [false, true] {
+        let what = if together {
+            "started together"
+        } else {
+            "n1 returns"
+        };
+        let mut lab = Lab::new().expect("creating the lab").with_proxyha(BIN);
+        let (_client, nodes) = lab.add_client_and_nodes(2).expect("adding the lab hosts");
+        let opts = |p| VrrpOpts::new(p, 1000).redirects(&[PORT]);
+        let low = lab
+            .start_proxyha(&nodes[1], &opts(89))
+            .expect("starting n2");
+        if !together {
+            let directs = lab::wait_for(Duration::from_secs(8), Duration::from_millis(50), || {
+                (lab.vip_holders() == ["n2"]).then_some(())
+            });
+            assert!(directs.is_some(), "{what}: n2 alone did not take the VIP");
+        }
+        let high = lab
+            .start_proxyha(&nodes[0], &opts(99))
+            .expect("starting n1");
+        let joined = format!("Scanning partner joined {}", nodes[1].addr);
+        // Master_Down_Interval (3.6 s) + the pins copy + a report period + slack.
+        let ok = lab::wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
+            (high.log_text().contains(&joined) && lab.vip_holders() == ["n1"]).then_some(())
+        });
+        if ok.is_none() {
+            lab.dump_logs(30);
+            panic!(
+                "{what}: n1 did not direct with n2 in its pool; holders {:?}",
+                lab.vip_holders()
+            );
+        }
+        assert!(
+            !low.log_text().contains("preempt hold"),
+            "{what}: n2 (89) held a preemption it cannot make"
+        );
+        println!("{what}: n1 directs, n2 joined its pool");
+    }
+}

@@ -13,13 +13,16 @@ use super::Shell;
 pub const PREEMPT_HOLD_MAX: Duration = Duration::from_secs(30);
 
 impl Shell {
-    /// Whether the core may preempt now (`ha.preempt` and no hold).
-    pub(super) fn preempt_now(&mut self) -> bool {
+    /// Whether the core may preempt now (`ha.preempt` and no hold). `outranks`: as a backup,
+    /// we hear a master of lower priority (`Router::outranks_master`); only then could we
+    /// preempt, so only then can a hold matter.
+    pub(super) fn preempt_now(&mut self, outranks: bool) -> bool {
         let now = Instant::now();
-        let ready = self
-            .lb
-            .as_ref()
-            .is_none_or(|lb| lb.cluster.has_pins_copy(now));
+        let ready = !outranks
+            || self
+                .lb
+                .as_ref()
+                .is_none_or(|lb| lb.cluster.has_pins_copy(now));
         match (ready, self.preempt_hold) {
             (true, None) => true,
             (true, Some(since)) => {

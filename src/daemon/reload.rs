@@ -61,7 +61,8 @@ impl Shell {
         crate::logging::set_level(new.log.level);
         self.track_reconfigure(&new);
         let _ = self.track.verdict(now);
-        if !router.reconfigure(now, self.router_cfg(&new)) {
+        let cfg = self.router_cfg(&new, router.outranks_master(now));
+        if !router.reconfigure(now, cfg) {
             // The plan said same instance; the core disagrees only if the two drifted apart.
             log::error!("reload: the VRRP core refused the new values; keeping the old ones");
         }
@@ -183,7 +184,7 @@ impl Shell {
         let config = self.config.clone();
         self.track_reconfigure(&config);
         let _ = self.track.verdict(Instant::now());
-        *router = Router::new(self.router_cfg(&config));
+        *router = Router::new(self.router_cfg(&config, false));
         if !self.config.ha.port_redirects.is_empty() {
             self.start_load_sharing().await;
         }

@@ -41,8 +41,9 @@ impl Shell {
 
     /// The core's settings for `config` (the running one, or a reload's), at the priority
     /// tracking allows now, preempting only when the preempt hold allows it.
-    pub(super) fn router_cfg(&mut self, config: &Config) -> RouterConfig {
-        let (priority, preempt) = self.wanted(config.ha.priority, config.ha.preempt);
+    /// `outranks`: the running core, a backup, hears a lower master (`Router::outranks_master`).
+    pub(super) fn router_cfg(&mut self, config: &Config, outranks: bool) -> RouterConfig {
+        let (priority, preempt) = self.wanted(config.ha.priority, config.ha.preempt, outranks);
         let mut c = router_config(config, self.primary);
         c.priority = priority;
         c.preempt = preempt;
@@ -50,12 +51,12 @@ impl Shell {
     }
 
     /// (priority, preempt) the core must run at, for the configured `base` and `preempt`.
-    fn wanted(&mut self, base: u8, preempt: bool) -> (u8, bool) {
+    fn wanted(&mut self, base: u8, preempt: bool, outranks: bool) -> (u8, bool) {
         let priority = match base {
             0 => 0,
             _ => self.track.current().priority,
         };
-        (priority, preempt && self.preempt_now())
+        (priority, preempt && self.preempt_now(outranks))
     }
 
     /// The link as the core must see it: up, and no tracked check forcing FAULT.
@@ -127,7 +128,11 @@ impl Shell {
         } else {
             self.track.verdict(now)
         };
-        let (priority, preempt) = self.wanted(self.config.ha.priority, self.config.ha.preempt);
+        let (priority, preempt) = self.wanted(
+            self.config.ha.priority,
+            self.config.ha.preempt,
+            router.outranks_master(Instant::now()),
+        );
         if router.config().priority != priority || router.config().preempt != preempt {
             let mut c = router_config(&self.config, self.primary);
             c.priority = priority;

@@ -272,6 +272,17 @@ impl Router {
         }
     }
 
+    /// As backup: a live master advertises a lower priority than ours (the one we are
+    /// preempting, or that we follow because preemption is off or held).
+    pub fn outranks_master(&self, now: Instant) -> bool {
+        let mdi = self.master_down_interval();
+        self.state == State::Backup
+            && (self
+                .preempting
+                .is_some_and(|(_, at)| now.saturating_duration_since(at) <= mdi)
+                || self.master.is_some_and(|(_, p)| p < self.cfg.priority))
+    }
+
     pub fn master_priority(&self) -> Option<u8> {
         match self.state {
             State::Master => Some(self.cfg.priority),

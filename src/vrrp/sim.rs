@@ -693,7 +693,12 @@ fn returning_higher_priority_router_preempts_after_its_master_down_interval() {
     assert_eq!(sim.masters(), vec![1]);
     sim.restart(0);
     let restart = sim.now;
+    sim.run_to(restart - sim.start + 2 * SEC);
+    // Only the returning router hears a master it outranks (the shell's preempt hold).
+    assert!(sim.router(0).outranks_master(sim.now));
+    assert!(!sim.router(2).outranks_master(sim.now), "79 follows 89");
     sim.run_to(40 * SEC);
+    assert!(!sim.router(1).outranks_master(sim.now), "89 follows 99");
     assert_eq!(
         sim.became_master_at(0).last(),
         Some(&(restart + mdi(99, SEC)))

@@ -200,5 +200,9 @@ fn preempting_a_live_director_keeps_its_pins_and_membership() {
             want_kept,
             "alive {alive}: {members:?}"
         );
+        // The live director we preempted is logged as joining our pool (the rolling
+        // update's test waits for that line); one that failed is not.
+        let joined = std::iter::from_fn(|| a.poll_event()).any(|e| e == Event::Joined(B));
+        assert_eq!(joined, want_kept, "alive {alive}: Joined({B})");
     }
 }

@@ -427,6 +427,11 @@ impl Cluster {
             // their node. The previous director itself is left out: we direct because it
             // is gone or stepped down, and if alive it rejoins with its next report.
             self.seed_members(now, gone);
+            if let Some(p) = previous.filter(|p| alive && self.members.contains_key(p)) {
+                // The director we preempted scans for us from now on (its next report
+                // replaces the provisional entry): say so, as for any node that joins.
+                self.events.push_back(Event::Joined(p));
+            }
             self.start_directing_pins(now, gone);
             self.table_nodes.clear();
             // A new director starts from fresh tables (see ARCHITECTURE.md, Scheduler).
