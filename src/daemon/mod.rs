@@ -494,6 +494,18 @@ pub async fn run(
     Ok(())
 }
 
+/// Whether `ifc` answers ARP only for its own addresses (`arp_ignore` ≥ 1, as the scanning
+/// data path sets it), so a VIP on lo is not announced from it. Read once per role change.
+fn arp_ignores(ifc: &str) -> bool {
+    let read = |scope: &str| {
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{scope}/arp_ignore"))
+            .ok()
+            .and_then(|v| v.trim().parse::<u8>().ok())
+            .unwrap_or(0)
+    };
+    read("all").max(read(ifc)) >= 1
+}
+
 /// The next link change while the HA interface is a bond; never completes otherwise.
 async fn next_bond_event(events: Option<&mut netlink::AnyLinkEvents>) -> Option<()> {
     match events {
@@ -763,18 +775,35 @@ impl Shell {
                 }
                 Action::AddVips => self.take_vip().await,
                 Action::RemoveVips => {
-                    self.takeover = None;
-                    let vip = self.config.ha.virtual_ip;
-                    log::info!("VRRP_Instance(VI_{}) removing VIPs: {vip}", self.vrid());
-                    match netlink::remove_vip(&self.handle, &self.link, vip).await {
-                        Ok(_) => self.vip_owned = false,
-                        Err(e) => log::error!("{e}"),
-                    }
+                    let stays = matches!(router.state(), State::Backup | State::Scanning);
+                    self.release_vip(stays).await;
                 }
                 // Sent with the VIP once the data path is in (see `takeover`).
                 Action::SendGarp if self.takeover.is_some() => {}
                 Action::SendGarp => self.send_garp(),
             }
+        }
+    }
+
+    /// Takes the VIP off the HA interface. A director that stays in the pool as a scanning
+    /// node (`stays`; direct mode) puts it on lo first: its own clients keep arriving, now
+    /// through the new director, and must find the address before the data-path worker
+    /// (tens of ms later) would have put it there; in between they were reset.
+    async fn release_vip(&mut self, stays: bool) {
+        self.takeover = None;
+        let vip = self.config.ha.virtual_ip;
+        if let Some(lb) = self.lb.as_ref()
+            && stays
+            && self.config.ha.mode == crate::config::Mode::Direct
+            && arp_ignores(&self.link.name)
+            && let Err(e) = netlink::add_vip(&self.handle, &lb.lo, vip).await
+        {
+            log::error!("{e}");
+        }
+        log::info!("VRRP_Instance(VI_{}) removing VIPs: {vip}", self.vrid());
+        match netlink::remove_vip(&self.handle, &self.link, vip).await {
+            Ok(_) => self.vip_owned = false,
+            Err(e) => log::error!("{e}"),
         }
     }
 

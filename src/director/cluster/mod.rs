@@ -147,6 +147,23 @@ pub struct Transmit {
     pub payload: Vec<u8>,
 }
 
+/// Report periods a returning candidate waits for the director's first announcement
+/// before it preempts a master that announced none (`Cluster::preempt_ready`).
+pub const ANNOUNCE_GRACE_PERIODS: u32 = 2;
+
+/// Whether a returning candidate may preempt now (`Cluster::preempt_ready`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreemptReady {
+    /// Nothing to lose: we direct, stickiness is off, or we hold the director's pins.
+    Yes,
+    /// No director announced itself within the grace: the master directs nothing.
+    NoDirector,
+    /// A master advertises, its director's announcement is not here yet.
+    AwaitingAnnouncement,
+    /// The director is known, its pins are not all copied yet.
+    CopyPending,
+}
+
 /// Something the shell logs (BRIEF §5 wording).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {

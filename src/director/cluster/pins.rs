@@ -67,14 +67,29 @@ impl Cluster {
         }
     }
 
-    /// Whether taking the director role now would keep the clients' pins: we direct, no
-    /// other director is known, or we hold a complete copy of its pins. A returning
-    /// higher-priority node waits for this before it preempts (the shell's preempt hold).
-    pub fn has_pins_copy(&self, now: Instant) -> bool {
-        self.director_role
-            || self.director.is_none()
-            || self.cfg.sticky_idle_s == 0
-            || self.held.age(now).is_some()
+    /// Whether a returning higher-priority node may preempt the lower master it hears
+    /// without costing clients their pins (the shell's preempt hold), `waiting` since when
+    /// it holds back. Ready when we direct, stickiness is off, or we hold a complete copy
+    /// of the director's pins. No director announced yet: its announcement is due within a
+    /// report period, so wait [`ANNOUNCE_GRACE_PERIODS`] of them; none by then means the
+    /// master directs nothing we could lose (a keepalived peer, load sharing off there).
+    pub fn preempt_ready(&self, now: Instant, waiting: Option<Instant>) -> PreemptReady {
+        if self.director_role || self.cfg.sticky_idle_s == 0 {
+            return PreemptReady::Yes;
+        }
+        match self.director {
+            Some(_) if self.held.age(now).is_some() => PreemptReady::Yes,
+            Some(_) => PreemptReady::CopyPending,
+            None => {
+                let grace = self.cfg.report_interval * ANNOUNCE_GRACE_PERIODS;
+                match waiting {
+                    Some(since) if now.saturating_duration_since(since) >= grace => {
+                        PreemptReady::NoDirector
+                    }
+                    _ => PreemptReady::AwaitingAnnouncement,
+                }
+            }
+        }
     }
 
     /// Live pins per node (the director's), for status.

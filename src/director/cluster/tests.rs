@@ -895,3 +895,51 @@ fn reconfigure_in_place_keeps_members_and_table() {
         Some(Role::Scanning { .. })
     ));
 }
+
+/// The preempt hold's verdict for a returning higher-priority node (b) that hears a lower
+/// master: wait for the director's announcement (at most the grace), then for a complete
+/// copy of its pins.
+#[test]
+fn a_returning_candidate_may_preempt_once_it_holds_the_directors_pins() {
+    let t0 = Instant::now();
+    let grace = SEC * ANNOUNCE_GRACE_PERIODS;
+    let mut nodes = vec![node("a", A, t0), node("b", B, t0)];
+    let b = &nodes[1];
+    assert_eq!(
+        b.preempt_ready(t0, None),
+        PreemptReady::AwaitingAnnouncement
+    );
+    assert_eq!(
+        b.preempt_ready(t0 + grace - Duration::from_millis(1), Some(t0)),
+        PreemptReady::AwaitingAnnouncement
+    );
+    assert_eq!(
+        b.preempt_ready(t0 + grace, Some(t0)),
+        PreemptReady::NoDirector,
+        "no announcement within the grace: the master directs nothing"
+    );
+    nodes[0].set_role(t0, true);
+    // a's announcement is out, its pins page not yet delivered.
+    while let Some(t) = nodes[0].poll_transmit() {
+        if matches!(
+            membership::decode(&t.payload, nodes[0].cfg.lb_id, None).map(|(_, m)| m),
+            Ok(Message::Announcement(_))
+        ) {
+            nodes[1].handle_datagram(t0, A, &t.payload);
+        }
+    }
+    assert_eq!(
+        nodes[1].preempt_ready(t0, Some(t0)),
+        PreemptReady::CopyPending
+    );
+    run(&mut nodes, &[true, true], t0, t0 + 3 * SEC);
+    assert_eq!(
+        nodes[1].preempt_ready(t0 + 3 * SEC, Some(t0)),
+        PreemptReady::Yes
+    );
+    assert_eq!(
+        nodes[0].preempt_ready(t0, None),
+        PreemptReady::Yes,
+        "the director itself"
+    );
+}
