@@ -19,6 +19,23 @@ struct Args {
     seed: u64,
     #[arg(long, default_value_t = 200)]
     interval_ms: u32,
+    /// Faults to inject first, in order, as FAULT@NODE (e.g. `linkflap@n1,restart@n2`);
+    /// then random ones from the seed.
+    #[arg(long, value_delimiter = ',', value_parser = fault_at)]
+    faults: Vec<(soak::Fault, usize)>,
+}
+
+fn fault_at(s: &str) -> Result<(soak::Fault, usize), String> {
+    let (f, n) = s
+        .split_once('@')
+        .ok_or_else(|| format!("{s:?}: expected FAULT@NODE, e.g. linkflap@n1"))?;
+    let node = match n {
+        "n1" => 0,
+        "n2" => 1,
+        "n3" => 2,
+        _ => return Err(format!("{s:?}: the node is n1, n2 or n3")),
+    };
+    Ok((f.parse()?, node))
 }
 
 fn main() {
@@ -34,7 +51,13 @@ fn main() {
         }
     };
     let secs = (args.minutes * 60.0) as u64;
-    match soak::run(&bin, Duration::from_secs(secs), args.seed, args.interval_ms) {
+    match soak::run(
+        &bin,
+        Duration::from_secs(secs),
+        args.seed,
+        args.interval_ms,
+        &args.faults,
+    ) {
         Ok(r) => {
             println!("{}", r.summary(secs, args.seed));
             for v in &r.violations {

@@ -283,8 +283,39 @@ fn b_c_half_capacity_node_gets_half_the_new_clients_and_no_pinned_client_moves()
         .lab
         .start_proxyha(&g.nodes[2], &opts)
         .expect("restarting n3");
+    // Each node measures its own cgroup (2 CPUs, as the machine): with the machine's shared
+    // /proc/stat a restarted node's first samples caught the test's own bursts and its load
+    // feedback, not its capacity, decided its share.
+    let _cgroups = contain(&g, [&g.daemons[0], &g.daemons[1], &d3], 2.0);
     b_c_check(&g, &by_src, "b capacity 1 of 2", 0.2);
     drop(d3);
+}
+
+/// Each node a container: its own cgroup with a `cpus` quota holding its proxyha (`daemons`),
+/// which proxyha then measures instead of the machine (load::cgroup; namespaces share
+/// /proc/stat). The running daemons follow the move at their next sample.
+fn contain(g: &Group, daemons: [&Daemon; 3], cpus: f64) -> Vec<lab::CpuCgroup> {
+    let cgroups: Vec<lab::CpuCgroup> = g
+        .nodes
+        .iter()
+        .zip(daemons)
+        .map(|(h, d)| {
+            let cg = g
+                .lab
+                .cpu_cgroup(&h.name, cpus)
+                .expect("making the node cgroup");
+            cg.add(d.pid).expect("moving proxyha into its cgroup");
+            cg
+        })
+        .collect();
+    let measured = lab::wait_for(Duration::from_secs(5), Duration::from_millis(200), || {
+        daemons
+            .iter()
+            .all(|d| d.log_text().contains("CPU load is measured in cgroup"))
+            .then_some(())
+    });
+    assert!(measured.is_some(), "every node measures its cgroup");
+    cgroups
 }
 
 #[test]
@@ -292,32 +323,7 @@ fn b_c_cpu_hog_in_one_node_halves_its_new_clients_and_no_pinned_client_moves() {
     let Some((g, by_src)) = equal_shares("b_cpu_hog", "direct") else {
         return;
     };
-    // Namespaces share /proc/stat, so each node becomes a container: its own cgroup with a
-    // 1-CPU quota, which proxyha then measures instead of the machine (load::cgroup). The
-    // running daemons follow the move at their next sample.
-    let cgroups: Vec<lab::CpuCgroup> = g
-        .nodes
-        .iter()
-        .zip(&g.daemons)
-        .map(|(h, d)| {
-            let cg = g
-                .lab
-                .cpu_cgroup(&h.name, 1.0)
-                .expect("making the node cgroup");
-            cg.add(d.pid).expect("moving proxyha into its cgroup");
-            cg
-        })
-        .collect();
-    let measured = lab::wait_for(Duration::from_secs(5), Duration::from_millis(200), || {
-        (0..3)
-            .all(|i| {
-                g.daemons[i]
-                    .log_text()
-                    .contains("CPU load is measured in cgroup")
-            })
-            .then_some(())
-    });
-    assert!(measured.is_some(), "every node measures its cgroup");
+    let cgroups = contain(&g, [&g.daemons[0], &g.daemons[1], &g.daemons[2]], 1.0);
     // The hog: a busy loop in n3's namespace and cgroup.
     let hog = g.nodes[2]
         .spawn(
@@ -638,9 +644,12 @@ fn g_a_planned_director_stop_hands_over_well_within_skew_time() {
 /// The higher node starts while the lower one directs (a returning appliance), or both
 /// start together (two appliances powered on at once: both Master_Down timers run out
 /// within milliseconds). Either way the higher one ends directing, and the lower, now a
-/// scanning node, must be logged as joining its pool (the rolling-update image test waits
-/// for that line; a regression left a preempted director a silent provisional member). The
-/// lower node never holds back a preemption it cannot make.
+/// scanning node, is logged as joining its pool (the rolling-update image test waits for
+/// that line; a regression left a preempted director a silent provisional member). When n1
+/// returns, the connections n2 served as the only node live through the preemption: n1
+/// waits for n2's pins (announcements come once per report period, adverts every 200 ms),
+/// and n2 keeps the VIP on lo as it leaves the interface. The lower node never holds back
+/// a preemption it cannot make.
 #[test]
 fn h_the_higher_node_directs_and_the_preempted_one_joins_its_pool() {
     if !lab::require_root("h_the_higher_node_directs") {
@@ -653,36 +662,84 @@ fn h_the_higher_node_directs_and_the_preempted_one_joins_its_pool() {
             "n1 returns"
         };
         let mut lab = Lab::new().expect("creating the lab").with_proxyha(BIN);
-        let (_client, nodes) = lab.add_client_and_nodes(2).expect("adding the lab hosts");
-        let opts = |p| VrrpOpts::new(p, 1000).redirects(&[PORT]);
+        let (client, nodes) = lab.add_client_and_nodes(2).expect("adding the lab hosts");
+        for h in &nodes {
+            h.serve_echo(ECHO_PORT).expect("starting the echo server");
+        }
+        let opts = |p| VrrpOpts::new(p, 200).redirects(&[ECHO_PORT]);
         let low = lab
             .start_proxyha(&nodes[1], &opts(89))
             .expect("starting n2");
+        let mut flows = Vec::new();
         if !together {
             let directs = lab::wait_for(Duration::from_secs(8), Duration::from_millis(50), || {
                 (lab.vip_holders() == ["n2"]).then_some(())
             });
             assert!(directs.is_some(), "{what}: n2 alone did not take the VIP");
+            for _ in 0..8 {
+                let (stream, node) =
+                    clients::greeted(&client, lab.vip(), ECHO_PORT, Duration::from_millis(2))
+                        .expect("a connection through the VIP");
+                assert_eq!(node, "n2", "{what}: n2 serves alone");
+                flows.push(stream);
+            }
         }
         let high = lab
             .start_proxyha(&nodes[0], &opts(99))
             .expect("starting n1");
         let joined = format!("Scanning partner joined {}", nodes[1].addr);
-        // Master_Down_Interval (3.6 s) + the pins copy + a report period + slack.
-        let ok = lab::wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
-            (high.log_text().contains(&joined) && lab.vip_holders() == ["n1"]).then_some(())
-        });
-        if ok.is_none() {
-            lab.dump_logs(30);
-            panic!(
-                "{what}: n1 did not direct with n2 in its pool; holders {:?}",
-                lab.vip_holders()
-            );
+        // Master_Down_Interval + the pins copy + a report period + slack; then 2 s more of
+        // exchanges on the flows.
+        let mut reset = None;
+        let mut directed_at = None;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline
+            && directed_at.is_none_or(|t: Instant| t.elapsed() < Duration::from_secs(2))
+        {
+            if directed_at.is_none()
+                && high.log_text().contains(&joined)
+                && lab.vip_holders() == ["n1"]
+            {
+                directed_at = Some(Instant::now());
+            }
+            for f in &flows {
+                use std::io::Write;
+                let mut buf = [0u8; 64];
+                let r = (&*f)
+                    .write_all(b"ping\n")
+                    .map_err(|e| format!("write: {e}"));
+                let r = r.and_then(|()| match (&*f).read(&mut buf) {
+                    Ok(0) => Err("closed by peer".to_string()),
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                        Err(format!("read: {e}"))
+                    }
+                    _ => Ok(()),
+                });
+                if let Err(e) = r {
+                    reset.get_or_insert(e);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
+        if directed_at.is_none() || reset.is_some() {
+            lab.dump_logs(30);
+        }
+        assert!(
+            directed_at.is_some(),
+            "{what}: n1 did not direct with n2 in its pool; holders {:?}",
+            lab.vip_holders()
+        );
+        assert_eq!(
+            reset, None,
+            "{what}: a connection to n2 broke in the preemption"
+        );
         assert!(
             !low.log_text().contains("preempt hold"),
             "{what}: n2 (89) held a preemption it cannot make"
         );
-        println!("{what}: n1 directs, n2 joined its pool");
+        println!(
+            "{what}: n1 directs, n2 joined its pool, {} connections to n2 live through it",
+            flows.len()
+        );
     }
 }

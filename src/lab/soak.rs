@@ -98,12 +98,29 @@ struct Flow {
     node: String,
 }
 
-/// Runs the soak for `span` (faults every 6–10 s, chosen by `seed`) at `interval_ms` adverts.
+impl std::str::FromStr for Fault {
+    type Err = String;
+
+    /// `crash`, `sigterm`, `restart`, `linkflap`, `partition`, `listenerstop`.
+    fn from_str(s: &str) -> Result<Fault, String> {
+        FAULTS
+            .iter()
+            .find(|f| format!("{f:?}").eq_ignore_ascii_case(s))
+            .copied()
+            .ok_or_else(|| {
+                format!("unknown fault {s:?}; one of crash, sigterm, restart, linkflap, partition, listenerstop")
+            })
+    }
+}
+
+/// Runs the soak for `span` (faults every 6–10 s) at `interval_ms` adverts: first `fixed`
+/// (fault, node index 0..3) in order, to replay a sequence, then faults chosen by `seed`.
 pub fn run(
     bin: &std::path::Path,
     span: Duration,
     seed: u64,
     interval_ms: u32,
+    fixed: &[(Fault, usize)],
 ) -> io::Result<Report> {
     let mut lab = Lab::new()?.with_proxyha(bin);
     let (client, nodes) = lab.add_client_and_nodes(3)?;
@@ -198,8 +215,12 @@ pub fn run(
         if start.elapsed() >= span {
             break;
         }
-        let fault = FAULTS[rng.below(FAULTS.len() as u64) as usize];
-        let i = rng.below(3) as usize;
+        let random = (
+            FAULTS[rng.below(FAULTS.len() as u64) as usize],
+            rng.below(3) as usize,
+        );
+        let (fault, i) = fixed.get(report.faults.len()).copied().unwrap_or(random);
+        let i = i.min(2);
         let h = &nodes[i];
         let director = lab
             .status(&daemons[i])
