@@ -646,10 +646,10 @@ fn g_a_planned_director_stop_hands_over_well_within_skew_time() {
 /// within milliseconds). Either way the higher one ends directing, and the lower, now a
 /// scanning node, is logged as joining its pool (the rolling-update image test waits for
 /// that line; a regression left a preempted director a silent provisional member). When n1
-/// returns, the connections n2 served as the only node live through the preemption: n1
-/// waits for n2's pins (announcements come once per report period, adverts every 200 ms),
-/// and n2 keeps the VIP on lo as it leaves the interface. The lower node never holds back
-/// a preemption it cannot make.
+/// returns, the connections n2 served as the only node live through the preemption (a
+/// plain end-to-end check: it also passed with the announcement wait of the preempt hold or
+/// the VIP-on-lo release removed; `a_returning_candidate_may_preempt…` covers the first).
+/// The lower node never holds back a preemption it cannot make.
 #[test]
 fn h_the_higher_node_directs_and_the_preempted_one_joins_its_pool() {
     if !lab::require_root("h_the_higher_node_directs") {

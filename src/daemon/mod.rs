@@ -102,6 +102,8 @@ struct Shell {
     arp: Option<sockets::ArpSocket>,
     /// Since when preemption waits for the director's pins (see `preempt`).
     preempt_hold: Option<Instant>,
+    /// The hold ran out without a copy (logged once; preempting allowed until it ends).
+    preempt_gave_up: bool,
 }
 
 /// The membership core and its I/O: protocol-253 socket, load sampler, data-path worker.
@@ -221,6 +223,7 @@ pub async fn run(
         track,
         arp,
         preempt_hold: None,
+        preempt_gave_up: false,
     };
     log::info!(
         "proxyha {} starting on {ifname} ({primary}), VRID {}, priority {}, VIP {vip}, link {}",
@@ -787,8 +790,8 @@ impl Shell {
 
     /// Takes the VIP off the HA interface. A director that stays in the pool as a scanning
     /// node (`stays`; direct mode) puts it on lo first: its own clients keep arriving, now
-    /// through the new director, and must find the address before the data-path worker
-    /// (tens of ms later) would have put it there; in between they were reset.
+    /// through the new director, and find the address at once, not only once the data-path
+    /// worker applies the scanning role (tens of ms later).
     async fn release_vip(&mut self, stays: bool) {
         self.takeover = None;
         let vip = self.config.ha.virtual_ip;

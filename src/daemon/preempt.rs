@@ -35,6 +35,7 @@ impl Shell {
                     waited(since)
                 );
                 self.preempt_hold = None;
+                self.preempt_gave_up = false;
                 true
             }
             (PreemptReady::NoDirector, Some(since)) => {
@@ -43,6 +44,7 @@ impl Shell {
                     waited(since)
                 );
                 self.preempt_hold = None;
+                self.preempt_gave_up = false;
                 true
             }
             (_, None) => {
@@ -54,10 +56,14 @@ impl Shell {
                 false
             }
             (_, Some(since)) if now.duration_since(since) >= PREEMPT_HOLD_MAX => {
-                log::warn!(
-                    "preempt hold: no complete copy of the director's pins after {} s; preempting anyway",
-                    PREEMPT_HOLD_MAX.as_secs()
-                );
+                // Once, not at every input while the copy stays incomplete.
+                if !self.preempt_gave_up {
+                    log::warn!(
+                        "preempt hold: no complete copy of the director's pins after {} s; preempting anyway",
+                        PREEMPT_HOLD_MAX.as_secs()
+                    );
+                    self.preempt_gave_up = true;
+                }
                 true
             }
             (_, Some(_)) => false,

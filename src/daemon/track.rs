@@ -131,7 +131,7 @@ impl Shell {
         let (priority, preempt) = self.wanted(
             self.config.ha.priority,
             self.config.ha.preempt,
-            router.outranks_master(Instant::now()),
+            router.outranks_master(now),
         );
         if router.config().priority != priority || router.config().preempt != preempt {
             let mut c = router_config(&self.config, self.primary);

@@ -122,6 +122,11 @@ pub fn run(
     interval_ms: u32,
     fixed: &[(Fault, usize)],
 ) -> io::Result<Report> {
+    if let Some((f, i)) = fixed.iter().find(|(_, i)| *i > 2) {
+        return Err(io::Error::other(format!(
+            "soak: {f:?} on node index {i}: the cluster has nodes 0..=2"
+        )));
+    }
     let mut lab = Lab::new()?.with_proxyha(bin);
     let (client, nodes) = lab.add_client_and_nodes(3)?;
     let mut listeners = Vec::new();
@@ -220,7 +225,6 @@ pub fn run(
             rng.below(3) as usize,
         );
         let (fault, i) = fixed.get(report.faults.len()).copied().unwrap_or(random);
-        let i = i.min(2);
         let h = &nodes[i];
         let director = lab
             .status(&daemons[i])
