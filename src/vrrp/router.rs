@@ -118,6 +118,9 @@ pub struct Router {
     preempting: Option<(Ipv4Addr, Instant)>,
     /// Master: the live master we preempted to get here (`None`: it was silent or resigned).
     preempted: Option<Ipv4Addr>,
+    /// Master: the lower master we last re-asserted against, and when (its yielding
+    /// advert a moment later needs no second burst).
+    reasserted: Option<(Ipv4Addr, Instant)>,
     /// A master handing over to a named successor (planned stop between proxyha nodes):
     /// silent, VIP kept until the successor holds it, lower adverts not answered.
     handing_over: bool,
@@ -244,6 +247,7 @@ impl Router {
             vip_mismatch_seen: HashMap::new(),
             handing_over: false,
             preempting: None,
+            reasserted: None,
             preempted: None,
             cfg,
         }
@@ -762,12 +766,29 @@ impl Router {
                 "{} Received higher prio advert from {src} (priority {priority} > {})",
                 self.name, self.cfg.priority
             );
+            // One last advert at our priority before yielding. When a split brain heals
+            // the winner's advert may reach us before ours reaches it: it would then never
+            // learn that the neighbours we pointed at us during the partition still send
+            // to our MAC (and, in direct mode, our VIP on lo keeps serving them past the
+            // director). Hearing this lower-priority advert it re-sends its gratuitous
+            // ARPs (below). On the wire it is the advert a master may send an instant
+            // before it hears a higher one, so every peer already copes with it.
+            self.send_advert();
             self.set_state(now, State::Backup);
             self.follow(now, src, priority, interval);
+        } else if self.reasserted.is_some_and(|(a, at)| {
+            a == src && now.saturating_duration_since(at) < self.advert_interval
+        }) {
+            // Its last advert as it yields to the burst we just sent.
+            debug!(
+                "{} lower priority advert from {src} ({priority}) right after re-asserting: ignored",
+                self.name
+            );
         } else {
             // RFC 9568 would discard it. keepalived instead re-asserts: after a split
             // brain heals, the lower master hears us at once and the neighbours that
             // it re-pointed at itself learn our MAC again.
+            self.reasserted = Some((src, now));
             info!(
                 "{} lower priority advert from {src} ({priority}), re-advertising and sending gratuitous ARPs",
                 self.name

@@ -846,6 +846,59 @@ fn split_brain_heals_to_one_master_and_the_higher_master_re_advertises_and_sends
     assert_eq!(sim.router(2).master(), Some(addr(11)));
 }
 
+/// The other crossing at a heal: the higher master's advert reaches the lower one before
+/// the lower one's next advert. The lower yields with one last advert, so the winner still
+/// hears that a split brain ended and re-sends its gratuitous ARPs (without that advert it
+/// never learnt it: the soak saw the client's neighbour entry stay on the loser's MAC for
+/// 50 s, its connections served by the loser's VIP on lo past the director).
+#[test]
+fn split_brain_healed_by_the_higher_masters_advert_still_ends_in_its_garp() {
+    let mut sim = three_nodes();
+    sim.start_all();
+    sim.run_to(10 * SEC);
+    sim.partition(&[1, 0, 0]);
+    sim.run_to(30 * SEC);
+    assert_eq!(sim.masters(), vec![0, 1]);
+    // Heal right after 89's advert (lost to the partition): 99 speaks first across the
+    // healed LAN, and 89 hears it before it speaks again.
+    let sent_89 = sim.router(1).poll_timeout().expect("89 advertises");
+    sim.run_until(sent_89);
+    sim.heal();
+    let healed = sim.now;
+    let next_89 = healed + SEC;
+    sim.run_to(40 * SEC);
+    assert_eq!(sim.masters(), vec![0]);
+    assert_eq!(sim.vip_holders(), vec![0]);
+    let yielded = sim.events(1, |a| *a == Action::RemoveVips);
+    assert_eq!(yielded.len(), 1);
+    assert!(
+        yielded[0] < next_89,
+        "89 yielded on 99's advert, before its own next one"
+    );
+    let last: Vec<_> = sim
+        .adverts_from(1)
+        .into_iter()
+        .filter(|(t, _)| *t > healed)
+        .collect();
+    assert_eq!(
+        last,
+        vec![(yielded[0], 89)],
+        "one last advert at 89's priority as it yields, then silence"
+    );
+    let recovery: Vec<_> = sim
+        .events(0, |a| *a == Action::SendGarp)
+        .into_iter()
+        .filter(|t| *t > healed)
+        .collect();
+    assert_eq!(
+        recovery.len(),
+        1,
+        "99 re-sends its GARPs on the last advert"
+    );
+    assert!(recovery[0] - yielded[0] <= 2 * DELAY);
+    assert_eq!(sim.router(2).master(), Some(addr(11)));
+}
+
 /// Seeded loss: a backup may take over when three adverts in a row are lost, but the
 /// split brain resolves by itself and the highest priority ends as the only master.
 #[test]
