@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use proxyha::lab::{self, Host, Lab, VrrpOpts};
+use proxyha_lab::{self as lab, Host, Lab, VrrpOpts};
 use socket2::{Domain, Socket, Type};
 
 const PORT: u16 = 9095;

@@ -12,7 +12,7 @@ use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use proxyha::lab::{self, Daemon, Lab, Prober, VrrpOpts};
+use proxyha_lab::{self as lab, Daemon, Lab, Prober, VrrpOpts};
 
 #[derive(Parser)]
 #[command(

@@ -21,7 +21,7 @@ use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use proxyha::lab::{self, AdvertWatch, Daemon, Host, Kind, Lab, Prober, VrrpOpts};
+use proxyha_lab::{self as lab, AdvertWatch, Daemon, Host, Kind, Lab, Prober, VrrpOpts};
 
 #[derive(Parser)]
 #[command(about = "VRRP failover benchmark: proxyha vs keepalived in a network-namespace lab")]

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use proxyha::lab::{self, Lab, VrrpOpts};
+use proxyha_lab::{self as lab, Lab, VrrpOpts};
 
 #[derive(Parser)]
 #[command(about = "ProxyHA idle footprint: CPU time and RSS of proxyha run over a window")]

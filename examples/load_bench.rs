@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use proxyha::lab::{self, AdvertWatch, Daemon, Host, Kind, Lab, Prober, VrrpOpts};
+use proxyha_lab::{self as lab, AdvertWatch, Daemon, Host, Kind, Lab, Prober, VrrpOpts};
 
 #[derive(Parser)]
 #[command(about = "VRRP timers under CPU saturation: proxyha vs keepalived")]

@@ -25,8 +25,8 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use proxyha::lab::clients::{self, sources};
-use proxyha::lab::{self, Daemon, Lab, VrrpOpts};
+use proxyha_lab::clients::{self, sources};
+use proxyha_lab::{self as lab, Daemon, Lab, VrrpOpts};
 use socket2::{Domain, Socket, Type};
 
 #[derive(Parser)]

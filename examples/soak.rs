@@ -1,5 +1,5 @@
 //! The long soak (issue 12 item 8): random faults over a 3-node load-sharing cluster with the
-//! invariant checker of `proxyha::lab::soak`; prints the figures and every violation.
+//! invariant checker of `proxyha_lab::soak`; prints the figures and every violation.
 //!
 //! ```text
 //! cargo build --release && target/release/examples/soak --minutes 30 --seed 7
@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use proxyha::lab::{self, soak};
+use proxyha_lab::{self as lab, soak};
 
 #[derive(Parser)]
 #[command(about = "Random faults over a 3-node cluster, with invariants checked")]

@@ -4,14 +4,14 @@
 # then (re-runs itself with sudo when not root, scripts/root.sh).
 # Who uses what (a fresh Debian 12 has only the Essential/required packages):
 #   gcc, libc6-dev   cargo links with cc (rustup brings no linker)
-#   iproute2         ip, ss, bridge: the namespace labs (src/lab, tests/*_lab.rs)
+#   iproute2         ip, ss, bridge: the namespace labs (lab/src, tests/*_lab.rs)
 #   nftables         nft: the data path (src/dataplane) and its lab tests
-#   keepalived       the interoperability labs (src/lab/daemons.rs)
-#   procps           sysctl (src/lab, src/dataplane)
+#   keepalived       the interoperability labs (lab/src/daemons.rs)
+#   procps           sysctl (lab/src, src/dataplane)
 #   python3          the TCP servers and clients of tests/dataplane_lab.rs
 #   grub-common      grub-editenv: a unit test cross-checks the grubenv format with it
 #   minisign         update bundle signatures (src/update): tests check against the reference tool
-#   util-linux       nsenter (src/lab), coreutils: timeout (src/lab/mod.rs); both Essential
+#   util-linux       nsenter (lab/src), coreutils: timeout (lab/src/lib.rs); both Essential
 #   iputils-ping, tcpdump, kmod   ping/tcpdump/modprobe for looking into a lab by hand
 set -euo pipefail
 pkgs=(gcc libc6-dev iproute2 nftables keepalived procps python3 grub-common minisign util-linux

@@ -10,13 +10,14 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod director;
-pub mod lab;
 pub mod load;
 pub mod logging;
 pub mod network;
 pub mod reload;
 pub mod setup;
 pub mod status;
+#[cfg(test)]
+mod test_support;
 pub mod update;
 pub mod vrrp;
 pub mod wire;

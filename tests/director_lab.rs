@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use proxyha::lab::clients::{self, sources, tally};
-use proxyha::lab::{self, Daemon, Host, Lab, VrrpOpts};
+use proxyha_lab::clients::{self, sources, tally};
+use proxyha_lab::{self as lab, Daemon, Host, Lab, VrrpOpts};
 use socket2::{Domain, Socket, Type};
 
 const BIN: &str = env!("CARGO_BIN_EXE_proxyha");

@@ -13,8 +13,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use proxyha::lab::{self, AdvertWatch, Daemon, Host, Kind, Lab, Prober, Status, VrrpOpts};
 use proxyha::wire::{membership, vrrp};
+use proxyha_lab::{self as lab, AdvertWatch, Daemon, Host, Kind, Lab, Prober, Status, VrrpOpts};
 
 const BIN: &str = env!("CARGO_BIN_EXE_proxyha");
 /// Slack on top of the RFC timers for a takeover (scheduling, the client's 10 ms probe).

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use proxyha::lab::clients::{self, sources};
-use proxyha::lab::{self, Daemon, Host, Lab, VrrpOpts};
+use proxyha_lab::clients::{self, sources};
+use proxyha_lab::{self as lab, Daemon, Host, Lab, VrrpOpts};
 
 const BIN: &str = env!("CARGO_BIN_EXE_proxyha");
 const PORT: u16 = 9090;

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use proxyha::lab::clients::{self, sources, tally};
-use proxyha::lab::{self, Daemon, Host, Lab, VrrpOpts};
 use proxyha::wire::vrrp;
+use proxyha_lab::clients::{self, sources, tally};
+use proxyha_lab::{self as lab, Daemon, Host, Lab, VrrpOpts};
 
 const BIN: &str = env!("CARGO_BIN_EXE_proxyha");
 const WEB: u16 = 9090;

@@ -12,8 +12,8 @@
 use std::time::{Duration, Instant};
 
 use proxyha::dataplane::{Dataplane, NftDataplane, NftOptions, PinReads};
-use proxyha::lab::{self, AdvertWatch, Daemon, Host, Lab, VrrpOpts};
 use proxyha::wire::membership::{self, Message};
+use proxyha_lab::{self as lab, AdvertWatch, Daemon, Host, Lab, VrrpOpts};
 
 const BIN: &str = env!("CARGO_BIN_EXE_proxyha");
 const PORT: u16 = 9090;

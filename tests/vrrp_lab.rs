@@ -13,8 +13,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use proxyha::lab::{self, Daemon, Host, Kind, Lab, Prober, Status, VrrpOpts};
 use proxyha::wire::vrrp;
+use proxyha_lab::{self as lab, Daemon, Host, Kind, Lab, Prober, Status, VrrpOpts};
 
 const BIN: &str = env!("CARGO_BIN_EXE_proxyha");
 /// Slack the issue allows on top of the RFC timers for takeover.

@@ -307,7 +307,7 @@ mod kernel {
 
     #[test]
     fn adds_dumps_and_deletes_agree_with_nft_in_both_directions() {
-        if !crate::lab::require_root("nfsock kernel test") {
+        if !crate::test_support::require_root("nfsock kernel test") {
             return;
         }
         std::thread::spawn(|| {

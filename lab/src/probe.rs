@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::{Host, lock};
-use crate::wire::vrrp;
+use proxyha::wire::vrrp;
 
 /// Probe period: one connection attempt starts every 10 ms.
 pub const PROBE_PERIOD: Duration = Duration::from_millis(10);
@@ -191,7 +191,7 @@ impl AdvertWatch {
     /// The same for membership messages (protocol 253): what reaches a client that is no
     /// member (broadcasts, and unicast the bridge floods).
     pub fn start_membership(client: &Host) -> io::Result<AdvertWatch> {
-        AdvertWatch::start_protocol(client, crate::wire::membership::PROTOCOL)
+        AdvertWatch::start_protocol(client, proxyha::wire::membership::PROTOCOL)
     }
 
     fn start_protocol(client: &Host, protocol: u8) -> io::Result<AdvertWatch> {
@@ -305,15 +305,15 @@ fn raw_socket(protocol: u8) -> io::Result<Socket> {
 
 /// A VRRP datagram (IPv4 header + `vrrp_bytes`) from `src` to 224.0.0.18, for [`inject`].
 pub fn advert_datagram(src: Ipv4Addr, ttl: u8, vrrp_bytes: &[u8]) -> Vec<u8> {
-    let mut buf = vec![0u8; crate::wire::ipv4::MIN_HEADER_LEN + vrrp_bytes.len()];
-    let header = crate::wire::ipv4::Header {
+    let mut buf = vec![0u8; proxyha::wire::ipv4::MIN_HEADER_LEN + vrrp_bytes.len()];
+    let header = proxyha::wire::ipv4::Header {
         src,
         dst: vrrp::MULTICAST_GROUP,
         ttl,
         protocol: vrrp::PROTOCOL,
     };
-    crate::wire::ipv4::emit(&mut buf, &header, 0x4242, vrrp_bytes.len());
-    buf[crate::wire::ipv4::MIN_HEADER_LEN..].copy_from_slice(vrrp_bytes);
+    proxyha::wire::ipv4::emit(&mut buf, &header, 0x4242, vrrp_bytes.len());
+    buf[proxyha::wire::ipv4::MIN_HEADER_LEN..].copy_from_slice(vrrp_bytes);
     buf
 }
 

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use super::Host;
-use crate::dataplane::{FRESH_TIMEOUT, StickyEntry, TABLE, mark_of};
+use proxyha::dataplane::{FRESH_TIMEOUT, StickyEntry, TABLE, mark_of};
 
 /// `n` pins from distinct client addresses (10.200.0.0/16 upwards, never configured on any
 /// interface: the kernel map only holds them) on `port`, spread over `nodes`.

@@ -12,7 +12,7 @@
 //! 3. after every stop (SIGTERM) and at the end, the stopped node has no nft table, fwmark
 //!    rule, per-node route or VIP left.
 //!
-//! Used by `examples/soak.rs` (any length); the 3-minute CI variant waits until it passes (see the issue note).
+//! Used by `examples/soak.rs` (any length) and `tests/soak_lab.rs` (the 3-minute CI variant).
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
@@ -425,7 +425,7 @@ fn stop_and_check(lab: &Lab, d: &Daemon, h: &Host, vip: Ipv4Addr, what: &str, re
 pub fn leftovers(h: &Host, vip: Ipv4Addr) -> Vec<String> {
     let mut out = Vec::new();
     if let Ok(t) = h.exec("nft", &["list", "tables"])
-        && t.contains(crate::dataplane::TABLE)
+        && t.contains(proxyha::dataplane::TABLE)
     {
         out.push(format!("nft table left: {}", t.trim()));
     }

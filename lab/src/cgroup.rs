@@ -6,7 +6,7 @@ use std::io;
 use std::path::PathBuf;
 
 use super::{Lab, lock};
-use crate::load::cgroup::{Mount, parse_mountinfo};
+use proxyha::load::cgroup::{Mount, parse_mountinfo};
 
 /// A cgroup with a CPU quota, in every hierarchy that proxyha reads (v1 `cpu` and
 /// `cpuacct`, or v2). Removed by the lab's teardown, after its processes.

@@ -128,14 +128,14 @@ impl Lab {
 
 /// An IPv4 datagram (header + `payload`) from `src` to `dst`, for [`super::inject`].
 pub fn datagram(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, protocol: u8, payload: &[u8]) -> Vec<u8> {
-    let mut buf = vec![0u8; crate::wire::ipv4::MIN_HEADER_LEN + payload.len()];
-    let header = crate::wire::ipv4::Header {
+    let mut buf = vec![0u8; proxyha::wire::ipv4::MIN_HEADER_LEN + payload.len()];
+    let header = proxyha::wire::ipv4::Header {
         src,
         dst,
         ttl,
         protocol,
     };
-    crate::wire::ipv4::emit(&mut buf, &header, 0x4243, payload.len());
-    buf[crate::wire::ipv4::MIN_HEADER_LEN..].copy_from_slice(payload);
+    proxyha::wire::ipv4::emit(&mut buf, &header, 0x4243, payload.len());
+    buf[proxyha::wire::ipv4::MIN_HEADER_LEN..].copy_from_slice(payload);
     buf
 }
