@@ -320,12 +320,14 @@ pub fn run(
             continue;
         }
         let since = *spell_since.get_or_insert(*at);
-        let handover = report.faults.iter().any(|f| {
-            f.director
-                && matches!(f.fault, Fault::Sigterm | Fault::Restart)
-                && *at >= f.start
-                && *at <= f.end + interval * 2 + Duration::from_millis(100)
-        });
+        // The fault's span and the two advert intervals (+ a sample) after it.
+        let covers = |f: &Injected| {
+            *at >= f.start && *at <= f.end + interval * 2 + Duration::from_millis(100)
+        };
+        let handover = report
+            .faults
+            .iter()
+            .any(|f| f.director && matches!(f.fault, Fault::Sigterm | Fault::Restart) && covers(f));
         if handover {
             let spell = *at - since;
             report.max_dual_handover = report.max_dual_handover.max(spell);
@@ -339,11 +341,10 @@ pub fn run(
             }
             continue;
         }
-        let partition = report.faults.iter().find(|f| {
-            f.fault == Fault::Partition
-                && *at >= f.start
-                && *at <= f.end + interval * 2 + Duration::from_millis(100)
-        });
+        let partition = report
+            .faults
+            .iter()
+            .find(|f| f.fault == Fault::Partition && covers(f));
         match partition {
             Some(p) => {
                 if *at > p.end {
